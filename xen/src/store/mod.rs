@@ -1,0 +1,2 @@
+//! Xenstore: the wire format and the guest client.
+pub mod wire;
