@@ -45,6 +45,10 @@ pub const VIRQ_DEBUG: u32 = 1;
 pub const VIRQ_CONSOLE: u32 = 2;
 /// `VIRQ_DOM_EXC`: a domain died (dom0).
 pub const VIRQ_DOM_EXC: u32 = 3;
+/// `VIRQ_XENOPROF` (per vCPU).
+pub const VIRQ_XENOPROF: u32 = 7;
+/// `VIRQ_XENPMU` (per vCPU).
+pub const VIRQ_XENPMU: u32 = 13;
 /// Number of VIRQs.
 pub const NR_VIRQS: u32 = 24;
 

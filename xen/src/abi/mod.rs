@@ -55,7 +55,8 @@ pub mod domid {
     pub const DOMID_COW: DomId = 0x7FF3;
     /// No domain.
     pub const DOMID_INVALID: DomId = 0x7FF4;
-    /// Any domain (some ops only).
+    /// Not defined by Xen 4.17's public headers (a later Xen proposal for
+    /// "no specific domain"); do not pass it to a 4.17 hypervisor.
     pub const DOMID_ANY: DomId = 0x7FF5;
     /// The idle domain.
     pub const DOMID_IDLE: DomId = 0x7FFF;
