@@ -108,21 +108,23 @@ impl core::fmt::Debug for SharedMem {
 
 macro_rules! volatile_rw {
     ($read:ident, $write:ident, $t:ty) => {
-        #[doc = concat!("Volatile read of a `", stringify!($t), "` at `off` (unaligned allowed).")]
+        #[doc = concat!("Volatile read of a `", stringify!($t), "` at `off` (any alignment).")]
         #[inline]
         pub fn $read(&self, off: usize) -> $t {
-            let p = self.at(off, core::mem::size_of::<$t>());
-            // SAFETY: `at` checked that `off..off+size` lies inside the
-            // mapping, which the creator of this view keeps valid; volatile
-            // access of plain integers is valid for any bit pattern.
-            unsafe { core::ptr::read_volatile(p as *const $t) }
+            const N: usize = core::mem::size_of::<$t>();
+            let p = self.at(off, N);
+            // SAFETY: `at` checked that `off..off+N` lies inside the
+            // mapping, which the creator of this view keeps valid; the
+            // access is of a byte array (alignment 1), valid for any bits.
+            <$t>::from_ne_bytes(unsafe { core::ptr::read_volatile(p as *const [u8; N]) })
         }
-        #[doc = concat!("Volatile write of a `", stringify!($t), "` at `off` (unaligned allowed).")]
+        #[doc = concat!("Volatile write of a `", stringify!($t), "` at `off` (any alignment).")]
         #[inline]
         pub fn $write(&self, off: usize, v: $t) {
-            let p = self.at(off, core::mem::size_of::<$t>());
-            // SAFETY: as for the read: in bounds, valid mapping, plain data.
-            unsafe { core::ptr::write_volatile(p as *mut $t, v) }
+            const N: usize = core::mem::size_of::<$t>();
+            let p = self.at(off, N);
+            // SAFETY: as for the read: in bounds, valid mapping, byte array.
+            unsafe { core::ptr::write_volatile(p as *mut [u8; N], v.to_ne_bytes()) }
         }
     };
 }
@@ -380,6 +382,10 @@ mod tests {
         assert_eq!(m.read_u8(4095), 1);
         assert!(std::panic::catch_unwind(|| m.read_u32(4094)).is_err());
         assert!(std::panic::catch_unwind(|| m.read_u8(usize::MAX)).is_err());
+        // Unaligned volatile accesses are fine.
+        m.write_u64(1001, 0x0102_0304_0506_0708);
+        assert_eq!(m.read_u64(1001), 0x0102_0304_0506_0708);
+        assert_eq!(m.read_u16(1001), 0x0708);
         assert!(std::panic::catch_unwind(|| m.load_u32(2, Ordering::SeqCst)).is_err());
     }
 

@@ -71,7 +71,7 @@
 //! the private one.
 //!
 //! No Rust reference into the page is ever formed: the indices are atomic
-//! loads and stores through [`SharedMem`], entries are volatile copies, and
+//! loads and stores through [`SharedMem`](crate::memory::SharedMem), entries are volatile copies, and
 //! nothing is allocated per entry.
 
 mod back;
@@ -90,9 +90,6 @@ pub use back::{BackRing, Requests};
 pub use entry::{ring_size, slot_size, NetifRx, NetifTx, RingEntry, RingProtocol};
 pub use error::{RingError, RingFull, RingIndex};
 pub use front::{FrontRing, Responses};
-
-#[cfg(doc)]
-use crate::memory::SharedMem;
 
 /// The event-index notification rule of `io/ring.h`
 /// (`RING_PUSH_*_AND_CHECK_NOTIFY`): after moving a producer index from

@@ -303,15 +303,18 @@ proptest! {
     /// distances involved are those a ring can produce (below 2^31).
     #[test]
     fn need_notify_matches_unwrapped_reference(
-        base in any::<u32>(),
+        base in (u32::MAX - (1 << 20))..=u32::MAX,
         old_off in 0u64..1 << 20,
         batch in 0u64..1 << 20,
-        event_off in 0u64..1 << 21,
+        near in 0usize..6,
+        delta in 0u64..1 << 21,
     ) {
-        let old = u64::from(base) + old_off;
+        let base = u64::from(base);
+        let old = base + old_off;
         let new = old + batch;
-        // Event anywhere from before `base` up to past `new`.
-        let event = u64::from(base) + event_off;
+        // The event at a window boundary, or anywhere from `base` (before
+        // `old`) to well past `new`; the whole range straddles 2^32.
+        let event = [old, old + 1, new, new + 1, old.saturating_sub(1).max(base), base + delta][near];
         prop_assert_eq!(
             need_notify(old as u32, new as u32, event as u32),
             notify_ref(old, new, event)
