@@ -15,12 +15,26 @@ fn one_million_messages_across_two_domains() {
     // never none (the peers really signalled each other).
     for (side, c) in [("frontend", &r.front), ("backend", &r.back)] {
         assert!(c.notifications > 0, "{side} never notified");
-        assert!(c.notifications < r.messages / 10, "{side}: {} notifications", c.notifications);
-        assert!(c.hypercalls() < r.messages / 5, "{side}: {} hypercalls", c.hypercalls());
+        assert!(
+            c.notifications < r.messages / 10,
+            "{side}: {} notifications",
+            c.notifications
+        );
+        assert!(
+            c.hypercalls() < r.messages / 5,
+            "{side}: {} hypercalls",
+            c.hypercalls()
+        );
     }
     // Both consoles reached dom0's console backend.
-    assert!(r.consoles.iter().any(|(n, out)| n == "echo-front" && out.contains("1000000 responses verified")));
-    assert!(r.consoles.iter().any(|(n, out)| n == "echo-back" && out.contains("ring unmapped")));
+    assert!(r
+        .consoles
+        .iter()
+        .any(|(n, out)| n == "echo-front" && out.contains("1000000 responses verified")));
+    assert!(r
+        .consoles
+        .iter()
+        .any(|(n, out)| n == "echo-back" && out.contains("ring unmapped")));
     eprintln!(
         "ring exchange: {} messages in {:.3} s = {:.0} messages/s; per message: front {:.4} hypercalls {:.4} notifications, back {:.4} / {:.4}",
         r.messages,

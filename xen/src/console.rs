@@ -10,9 +10,8 @@
 //! drop, so a stalled console cannot stall the firewall. There is one writer
 //! per domain (the unikernel has one vCPU and takes no interrupts).
 
-use core::cell::Cell;
 use core::mem::offset_of;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::abi::console::{XenconsInterface, XENCONS_OUT_SIZE};
 use crate::abi::hvm::{HVM_PARAM_CONSOLE_EVTCHN, HVM_PARAM_CONSOLE_PFN};
@@ -34,7 +33,7 @@ pub struct Console<P: Platform + Clone> {
     ev: EventChannels<P>,
     ring: SharedMem,
     port: EvtchnPort,
-    dropped: Cell<u64>,
+    dropped: AtomicU64,
 }
 
 impl<P: Platform + Clone> Console<P> {
@@ -45,12 +44,17 @@ impl<P: Platform + Clone> Console<P> {
         let port = p.get_param(HVM_PARAM_CONSOLE_EVTCHN)? as EvtchnPort;
         let ring = p.page(gfn).ok_or(Errno::EFAULT)?;
         ev.unmask(port)?;
-        Ok(Console { ev, ring, port, dropped: Cell::new(0) })
+        Ok(Console {
+            ev,
+            ring,
+            port,
+            dropped: AtomicU64::new(0),
+        })
     }
 
     /// Bytes dropped because the ring stayed full.
     pub fn dropped(&self) -> u64 {
-        self.dropped.get()
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Write `bytes`, translating `\n` to `\r\n`, then notify the backend.
@@ -59,7 +63,11 @@ impl<P: Platform + Clone> Console<P> {
         let mut prod = self.ring.read_u32(OUT_PROD);
         let mut pending = 0u32;
         for &b in bytes {
-            let seq: &[u8] = if b == b'\n' { b"\r\n" } else { core::slice::from_ref(&b) };
+            let seq: &[u8] = if b == b'\n' {
+                b"\r\n"
+            } else {
+                core::slice::from_ref(&b)
+            };
             for &c in seq {
                 loop {
                     let cons = self.ring.load_u32(OUT_CONS, Ordering::Acquire);
@@ -74,12 +82,13 @@ impl<P: Platform + Clone> Console<P> {
                     let now = self.ev.platform().now_ns();
                     let d = *deadline.get_or_insert(now + FULL_RING_WAIT_NS);
                     if now >= d || self.ev.wait(&[self.port], Some(d)).is_err() {
-                        self.dropped.set(self.dropped.get() + 1);
+                        self.dropped.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
                     self.ev.clear_pending(self.port);
                 }
-                self.ring.write_u8(OUT + (prod as usize & (XENCONS_OUT_SIZE - 1)), c);
+                self.ring
+                    .write_u8(OUT + (prod as usize & (XENCONS_OUT_SIZE - 1)), c);
                 prod = prod.wrapping_add(1);
                 pending += 1;
             }
@@ -109,8 +118,8 @@ impl<P: Platform + Clone> core::fmt::Write for &Console<P> {
 
 /// A `log` backend writing `LEVEL target: message` lines to a [`Console`].
 ///
-/// `log` requires `Sync`; the console has a single writer by construction
-/// (one vCPU, no interrupts), which the caller asserts by wrapping it here.
+/// The console assumes a single writer at a time; the unikernel has one vCPU
+/// and takes no interrupts, so records never interleave.
 pub struct ConsoleLogger<P: Platform + Clone> {
     console: Console<P>,
 }
@@ -130,6 +139,24 @@ impl<P: Platform + Clone> ConsoleLogger<P> {
     pub fn write_record(&self, record: &log::Record<'_>) {
         use core::fmt::Write;
         let mut w = &self.console;
-        let _ = writeln!(w, "{:5} {}: {}", record.level(), record.target(), record.args());
+        let _ = writeln!(
+            w,
+            "{:5} {}: {}",
+            record.level(),
+            record.target(),
+            record.args()
+        );
     }
+}
+
+impl<P: Platform + Clone + Send + Sync> log::Log for ConsoleLogger<P> {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if self.enabled(record.metadata()) {
+            self.write_record(record);
+        }
+    }
+    fn flush(&self) {}
 }

@@ -50,8 +50,15 @@ pub struct EventChannels<P: Platform + Clone> {
 }
 
 impl<P: Platform + Clone> EventChannels<P> {
-    /// Map the shared info page and mask every port.
+    /// Map the shared info page (unless the platform already has it) and
+    /// mask every port.
     pub fn new(p: P) -> HvResult<Self> {
+        if let Some((gfn, shared)) = p.shared_info() {
+            for w in 0..64 {
+                shared.store_u64(MASK_OFF + 8 * w, u64::MAX, Ordering::SeqCst);
+            }
+            return Ok(EventChannels { p, shared, gfn });
+        }
         let gfn = p.alloc_hole(1).ok_or(Errno::ENOMEM)?;
         p.memory_op(MemoryOp::AddToPhysmap(&XenAddToPhysmap {
             domid: DOMID_SELF,
@@ -84,7 +91,11 @@ impl<P: Platform + Clone> EventChannels<P> {
 
     /// Allocate a port that `remote` may bind to, unmasked.
     pub fn alloc_unbound(&self, remote: DomId) -> HvResult<EvtchnPort> {
-        let mut a = EvtchnAllocUnbound { dom: DOMID_SELF, remote_dom: remote, port: 0 };
+        let mut a = EvtchnAllocUnbound {
+            dom: DOMID_SELF,
+            remote_dom: remote,
+            port: 0,
+        };
         self.p.event_channel_op(EvtchnOp::AllocUnbound(&mut a))?;
         self.unmask(a.port)?;
         Ok(a.port)
@@ -93,7 +104,11 @@ impl<P: Platform + Clone> EventChannels<P> {
     /// Bind to `remote`'s unbound port `remote_port`, unmasked. Xen marks
     /// the new port pending once, in case the peer signalled before.
     pub fn bind_interdomain(&self, remote: DomId, remote_port: EvtchnPort) -> HvResult<EvtchnPort> {
-        let mut b = EvtchnBindInterdomain { remote_dom: remote, remote_port, local_port: 0 };
+        let mut b = EvtchnBindInterdomain {
+            remote_dom: remote,
+            remote_port,
+            local_port: 0,
+        };
         self.p.event_channel_op(EvtchnOp::BindInterdomain(&mut b))?;
         self.unmask(b.local_port)?;
         Ok(b.local_port)
@@ -101,7 +116,11 @@ impl<P: Platform + Clone> EventChannels<P> {
 
     /// Bind a VIRQ on vCPU 0, unmasked.
     pub fn bind_virq(&self, virq: u32) -> HvResult<EvtchnPort> {
-        let mut b = EvtchnBindVirq { virq, vcpu: 0, port: 0 };
+        let mut b = EvtchnBindVirq {
+            virq,
+            vcpu: 0,
+            port: 0,
+        };
         self.p.event_channel_op(EvtchnOp::BindVirq(&mut b))?;
         self.unmask(b.port)?;
         Ok(b.port)
@@ -114,24 +133,31 @@ impl<P: Platform + Clone> EventChannels<P> {
             self.mask(port);
             self.clear_pending(port);
         }
-        self.p.event_channel_op(EvtchnOp::Close(&EvtchnClose { port }))
+        self.p
+            .event_channel_op(EvtchnOp::Close(&EvtchnClose { port }))
     }
 
     /// Signal the remote end of `port`.
     pub fn send(&self, port: EvtchnPort) -> HvResult {
-        self.p.event_channel_op(EvtchnOp::Send(&EvtchnSend { port }))
+        self.p
+            .event_channel_op(EvtchnOp::Send(&EvtchnSend { port }))
     }
 
     /// `EVTCHNOP_status` of one of our ports.
     pub fn status(&self, port: EvtchnPort) -> HvResult<EvtchnStatus> {
-        let mut s = EvtchnStatus { dom: DOMID_SELF, port, ..Default::default() };
+        let mut s = EvtchnStatus {
+            dom: DOMID_SELF,
+            port,
+            ..Default::default()
+        };
         self.p.event_channel_op(EvtchnOp::Status(&mut s))?;
         Ok(s)
     }
 
     /// Unmask a port through Xen (which re-raises it if pending).
     pub fn unmask(&self, port: EvtchnPort) -> HvResult {
-        self.p.event_channel_op(EvtchnOp::Unmask(&EvtchnUnmask { port }))
+        self.p
+            .event_channel_op(EvtchnOp::Unmask(&EvtchnUnmask { port }))
     }
 
     /// Mask a port (guest-side bit).
@@ -177,7 +203,10 @@ impl<P: Platform + Clone> EventChannels<P> {
                     return Ok(Wake::Timeout);
                 }
             }
-            self.p.sched_op(SchedOp::Poll { ports, timeout: deadline.unwrap_or(0) })?;
+            self.p.sched_op(SchedOp::Poll {
+                ports,
+                timeout: deadline.unwrap_or(0),
+            })?;
         }
     }
 }

@@ -88,13 +88,21 @@ impl<P: Platform + Clone> GrantTable<P> {
     /// Map `nr_frames` frames of our grant table (at most the maximum Xen
     /// reports) and set up the free list.
     pub fn new(p: P, nr_frames: u32) -> Result<Self, GrantError> {
-        let mut q = GnttabQuerySize { dom: DOMID_SELF, ..Default::default() };
+        let mut q = GnttabQuerySize {
+            dom: DOMID_SELF,
+            ..Default::default()
+        };
         p.grant_table_op(GnttabOp::QuerySize(&mut q))?;
         if q.status != status::OKAY {
-            return Err(GrantError::Status { index: 0, status: q.status });
+            return Err(GrantError::Status {
+                index: 0,
+                status: q.status,
+            });
         }
         let nr_frames = nr_frames.clamp(1, q.max_nr_frames.max(1));
-        let first_gfn = p.alloc_hole(nr_frames as usize).ok_or(GrantError::NoAddressSpace)?;
+        let first_gfn = p
+            .alloc_hole(nr_frames as usize)
+            .ok_or(GrantError::NoAddressSpace)?;
         for i in 0..nr_frames {
             p.memory_op(MemoryOp::AddToPhysmap(&XenAddToPhysmap {
                 domid: DOMID_SELF,
@@ -141,11 +149,17 @@ impl<P: Platform + Clone> GrantTable<P> {
     }
 
     /// Let `domid` access our page `gfn` (read-only if `readonly`).
-    pub fn grant(&mut self, domid: DomId, gfn: Gfn, readonly: bool) -> Result<GrantRef, GrantError> {
+    pub fn grant(
+        &mut self,
+        domid: DomId,
+        gfn: Gfn,
+        readonly: bool,
+    ) -> Result<GrantRef, GrantError> {
         let r = self.free.pop().ok_or(GrantError::NoFreeRefs)?;
         let off = r as usize * ENTRY_SIZE;
         self.table.store_u16(off + 2, domid, Ordering::Relaxed);
-        self.table.store_u32(off + 4, gfn.0 as u32, Ordering::Relaxed);
+        self.table
+            .store_u32(off + 4, gfn.0 as u32, Ordering::Relaxed);
         wmb();
         let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
         self.table.store_u16(off, flags, Ordering::Release);
@@ -228,7 +242,10 @@ impl ForeignMapping {
         let bad = ops.iter().position(|o| o.status != status::OKAY);
         if let Some(index) = bad {
             // Leave the frames reserved: something may still be mapped.
-            return Err(GrantError::Status { index, status: ops[index].status });
+            return Err(GrantError::Status {
+                index,
+                status: ops[index].status,
+            });
         }
         p.free_hole(self.gfn, self.handles.len());
         Ok(())
@@ -265,28 +282,60 @@ pub fn map_grant_refs<P: Platform>(
         let mut undo: Vec<GnttabUnmapGrantRef> = ops
             .iter()
             .filter(|o| o.status == status::OKAY)
-            .map(|o| GnttabUnmapGrantRef { host_addr: o.host_addr, dev_bus_addr: 0, handle: o.handle, status: 0 })
+            .map(|o| GnttabUnmapGrantRef {
+                host_addr: o.host_addr,
+                dev_bus_addr: 0,
+                handle: o.handle,
+                status: 0,
+            })
             .collect();
         if !undo.is_empty() {
             let undone = p.grant_table_op(GnttabOp::UnmapGrantRef(&mut undo));
             if undone.is_err() || undo.iter().any(|o| o.status != status::OKAY) {
                 // Keep the frames reserved: a mapping may remain there.
-                return Err(GrantError::Status { index, status: ops[index].status });
+                return Err(GrantError::Status {
+                    index,
+                    status: ops[index].status,
+                });
             }
         }
         p.free_hole(gfn, n);
-        return Err(GrantError::Status { index, status: ops[index].status });
+        return Err(GrantError::Status {
+            index,
+            status: ops[index].status,
+        });
     }
-    let mem = p.pages(gfn, n).ok_or(GrantError::Hypercall(Errno::EFAULT))?;
-    Ok(ForeignMapping { gfn, handles: ops.iter().map(|o| o.handle).collect(), mem })
+    let mem = p
+        .pages(gfn, n)
+        .ok_or(GrantError::Hypercall(Errno::EFAULT))?;
+    Ok(ForeignMapping {
+        gfn,
+        handles: ops.iter().map(|o| o.handle).collect(),
+        mem,
+    })
 }
 
 /// Build a copy from our page `gfn` at `offset` into `dom`'s granted page
 /// `gref` at `dest_offset`.
-pub fn copy_to_grant(gfn: Gfn, offset: u16, dom: DomId, gref: GrantRef, dest_offset: u16, len: u16) -> GnttabCopy {
+pub fn copy_to_grant(
+    gfn: Gfn,
+    offset: u16,
+    dom: DomId,
+    gref: GrantRef,
+    dest_offset: u16,
+    len: u16,
+) -> GnttabCopy {
     GnttabCopy {
-        source: GnttabCopyPtr { u: gfn.0, domid: DOMID_SELF, offset },
-        dest: GnttabCopyPtr { u: gref as u64, domid: dom, offset: dest_offset },
+        source: GnttabCopyPtr {
+            u: gfn.0,
+            domid: DOMID_SELF,
+            offset,
+        },
+        dest: GnttabCopyPtr {
+            u: gref as u64,
+            domid: dom,
+            offset: dest_offset,
+        },
         len,
         flags: GNTCOPY_DEST_GREF,
         status: 0,
@@ -295,10 +344,25 @@ pub fn copy_to_grant(gfn: Gfn, offset: u16, dom: DomId, gref: GrantRef, dest_off
 
 /// Build a copy from `dom`'s granted page `gref` at `offset` into our page
 /// `gfn` at `dest_offset`.
-pub fn copy_from_grant(dom: DomId, gref: GrantRef, offset: u16, gfn: Gfn, dest_offset: u16, len: u16) -> GnttabCopy {
+pub fn copy_from_grant(
+    dom: DomId,
+    gref: GrantRef,
+    offset: u16,
+    gfn: Gfn,
+    dest_offset: u16,
+    len: u16,
+) -> GnttabCopy {
     GnttabCopy {
-        source: GnttabCopyPtr { u: gref as u64, domid: dom, offset },
-        dest: GnttabCopyPtr { u: gfn.0, domid: DOMID_SELF, offset: dest_offset },
+        source: GnttabCopyPtr {
+            u: gref as u64,
+            domid: dom,
+            offset,
+        },
+        dest: GnttabCopyPtr {
+            u: gfn.0,
+            domid: DOMID_SELF,
+            offset: dest_offset,
+        },
         len,
         flags: GNTCOPY_SOURCE_GREF,
         status: 0,
@@ -314,7 +378,10 @@ pub fn grant_copy<P: Platform>(p: &P, ops: &mut [GnttabCopy]) -> Result<(), Gran
     }
     p.grant_table_op(GnttabOp::Copy(ops))?;
     match ops.iter().position(|o| o.status != status::OKAY) {
-        Some(index) => Err(GrantError::Status { index, status: ops[index].status }),
+        Some(index) => Err(GrantError::Status {
+            index,
+            status: ops[index].status,
+        }),
         None => Ok(()),
     }
 }

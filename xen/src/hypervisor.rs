@@ -144,6 +144,13 @@ pub trait Hypervisor {
     /// timeout. PVH reads it from pvclock without a hypercall; the
     /// simulator from the host's monotonic clock.
     fn now_ns(&self) -> u64;
+
+    /// The shared info page and its GFN, if the platform mapped it already
+    /// (the unikernel does at boot, for pvclock). `None` lets
+    /// [`crate::evtchn::EventChannels::new`] map it.
+    fn shared_info(&self) -> Option<(crate::memory::Gfn, crate::memory::SharedMem)> {
+        None
+    }
 }
 
 /// Convenience wrappers shared by every user of a [`Hypervisor`].

@@ -37,11 +37,29 @@ fn main() -> ExitCode {
     let per = |x: u64| x as f64 / r.messages as f64;
     println!();
     println!("messages exchanged        {:>12}", r.messages);
-    println!("elapsed                   {:>12.3} s", r.elapsed.as_secs_f64());
+    println!(
+        "elapsed                   {:>12.3} s",
+        r.elapsed.as_secs_f64()
+    );
     println!("messages per second       {:>12.0}", r.rate());
-    println!("                          {:>12} {:>12}", "frontend", "backend");
-    println!("hypercalls per message    {:>12.4} {:>12.4}", per(r.front.hypercalls()), per(r.back.hypercalls()));
-    println!("notifications per message {:>12.4} {:>12.4}", per(r.front.notifications), per(r.back.notifications));
-    println!("polls (sched_op) per msg  {:>12.4} {:>12.4}", per(r.front.sched_op), per(r.back.sched_op));
+    println!(
+        "                          {:>12} {:>12}",
+        "frontend", "backend"
+    );
+    println!(
+        "hypercalls per message    {:>12.4} {:>12.4}",
+        per(r.front.hypercalls()),
+        per(r.back.hypercalls())
+    );
+    println!(
+        "notifications per message {:>12.4} {:>12.4}",
+        per(r.front.notifications),
+        per(r.back.notifications)
+    );
+    println!(
+        "polls (sched_op) per msg  {:>12.4} {:>12.4}",
+        per(r.front.sched_op),
+        per(r.back.sched_op)
+    );
     ExitCode::SUCCESS
 }

@@ -49,7 +49,10 @@ pub struct EchoRsp {
 impl RingEntry for EchoReq {
     const SIZE: usize = 16;
     fn read(mem: &SharedMem, off: usize) -> Self {
-        EchoReq { seq: mem.read_u64(off), value: mem.read_u32(off + 8) }
+        EchoReq {
+            seq: mem.read_u64(off),
+            value: mem.read_u32(off + 8),
+        }
     }
     fn write(&self, mem: &SharedMem, off: usize) {
         mem.write_u64(off, self.seq);
@@ -60,7 +63,10 @@ impl RingEntry for EchoReq {
 impl RingEntry for EchoRsp {
     const SIZE: usize = 16;
     fn read(mem: &SharedMem, off: usize) -> Self {
-        EchoRsp { seq: mem.read_u64(off), value: mem.read_u32(off + 8) }
+        EchoRsp {
+            seq: mem.read_u64(off),
+            value: mem.read_u32(off + 8),
+        }
     }
     fn write(&self, mem: &SharedMem, off: usize) {
         mem.write_u64(off, self.seq);
@@ -112,8 +118,12 @@ impl Report {
 /// Run an exchange of `messages` requests between two new domains of
 /// `host`; they are destroyed afterwards.
 pub fn run(host: &SimHost, messages: u64) -> Result<Report, String> {
-    let front = host.create_domain(&DomainConfig::new("echo-front")).map_err(|e| e.to_string())?;
-    let back = host.create_domain(&DomainConfig::new("echo-back")).map_err(|e| e.to_string())?;
+    let front = host
+        .create_domain(&DomainConfig::new("echo-front"))
+        .map_err(|e| e.to_string())?;
+    let back = host
+        .create_domain(&DomainConfig::new("echo-back"))
+        .map_err(|e| e.to_string())?;
     let (fid, bid) = (front.domid(), back.domid());
     // As libxl does for a device: the toolstack creates the frontend's
     // directory, owned by the frontend and readable by the backend.
@@ -134,8 +144,14 @@ pub fn run(host: &SimHost, messages: u64) -> Result<Report, String> {
     let fr = ft.join().map_err(|_| "frontend panicked".to_string())?;
     let br = bt.join().map_err(|_| "backend panicked".to_string())?;
     let consoles = vec![
-        ("echo-front".to_string(), String::from_utf8_lossy(&host.console_output(fid)).into_owned()),
-        ("echo-back".to_string(), String::from_utf8_lossy(&host.console_output(bid)).into_owned()),
+        (
+            "echo-front".to_string(),
+            String::from_utf8_lossy(&host.console_output(fid)).into_owned(),
+        ),
+        (
+            "echo-back".to_string(),
+            String::from_utf8_lossy(&host.console_output(bid)).into_owned(),
+        ),
     ];
     host.destroy_domain(fid);
     host.destroy_domain(bid);
@@ -149,7 +165,13 @@ pub fn run(host: &SimHost, messages: u64) -> Result<Report, String> {
             return Err(why.join("; "));
         }
     };
-    Ok(Report { messages, elapsed, front, back, consoles })
+    Ok(Report {
+        messages,
+        elapsed,
+        front,
+        back,
+        consoles,
+    })
 }
 
 type Side = Result<(Duration, Counters), String>;
@@ -177,10 +199,18 @@ fn frontend(d: SimDomain, back: DomId, n: u64, xen: &xen::sim::SimXen) -> Side {
         .transaction(|tx| {
             tx.write(&format!("{path}/ring-ref"), gref.to_string())?;
             tx.write(&format!("{path}/event-channel"), port.to_string())?;
-            tx.write(&xenbus::state_path(&path), XenbusState::Connected.as_value())
+            tx.write(
+                &xenbus::state_path(&path),
+                XenbusState::Connected.as_value(),
+            )
         })
         .map_err(ctx("publish"))?;
-    console.write(format!("echo frontend d{me}: ring-ref {gref}, event-channel {port}, sending {n} requests\n").as_bytes());
+    console.write(
+        format!(
+            "echo frontend d{me}: ring-ref {gref}, event-channel {port}, sending {n} requests\n"
+        )
+        .as_bytes(),
+    );
 
     let before = xen.counters(me).unwrap_or_default();
     let start = Instant::now();
@@ -189,7 +219,10 @@ fn frontend(d: SimDomain, back: DomId, n: u64, xen: &xen::sim::SimXen) -> Side {
         ev.clear_pending(port);
         let mut progress = false;
         while sent < n && !ring.is_full() {
-            let req = EchoReq { seq: sent, value: value_for(sent) };
+            let req = EchoReq {
+                seq: sent,
+                value: value_for(sent),
+            };
             ring.push_request(&req).map_err(ctx("push"))?;
             sent += 1;
             progress = true;
@@ -205,13 +238,17 @@ fn frontend(d: SimDomain, back: DomId, n: u64, xen: &xen::sim::SimXen) -> Side {
                 received += 1;
                 progress = true;
             }
-            if !ring.final_check_for_responses().map_err(ctx("final check"))? {
+            if !ring
+                .final_check_for_responses()
+                .map_err(ctx("final check"))?
+            {
                 break;
             }
         }
         if !progress {
             let deadline = d.now_ns_checked() + PEER_TIMEOUT_NS;
-            if ev.wait(&[port], Some(deadline)).map_err(ctx("wait"))? == xen::evtchn::Wake::Timeout {
+            if ev.wait(&[port], Some(deadline)).map_err(ctx("wait"))? == xen::evtchn::Wake::Timeout
+            {
                 return Err(format!("backend silent after {received} responses"));
             }
         }
@@ -222,16 +259,23 @@ fn frontend(d: SimDomain, back: DomId, n: u64, xen: &xen::sim::SimXen) -> Side {
     // Wait for the backend to let go of the page (state Closed), then
     // take it back.
     let bpath = backend_dir(back, me);
-    store.watch(&xenbus::state_path(&bpath), "back").map_err(ctx("watch"))?;
+    store
+        .watch(&xenbus::state_path(&bpath), "back")
+        .map_err(ctx("watch"))?;
     let deadline = d.now_ns_checked() + PEER_TIMEOUT_NS;
-    while xenbus::read_state(&mut store, &bpath).map_err(ctx("backend state"))? != XenbusState::Closed {
-        store.next_event_for("back", Some(deadline)).map_err(ctx("backend close"))?;
+    while xenbus::read_state(&mut store, &bpath).map_err(ctx("backend state"))?
+        != XenbusState::Closed
+    {
+        store
+            .next_event_for("back", Some(deadline))
+            .map_err(ctx("backend close"))?;
     }
     gt.end_access(gref).map_err(ctx("end access"))?;
     ev.close(port).map_err(ctx("close"))?;
     d.free_pages(page, 1);
     xenbus::write_state(&mut store, &path, XenbusState::Closed).map_err(ctx("state"))?;
-    console.write(format!("echo frontend: {received} responses verified in {elapsed:?}\n").as_bytes());
+    console
+        .write(format!("echo frontend: {received} responses verified in {elapsed:?}\n").as_bytes());
     Ok((elapsed, counters))
 }
 
@@ -245,14 +289,29 @@ fn backend(d: SimDomain, front: DomId, n: u64, xen: &xen::sim::SimXen) -> Side {
     store.watch(&state, "fe").map_err(ctx("watch"))?;
     let deadline = d.now_ns_checked() + PEER_TIMEOUT_NS;
     while xenbus::read_state(&mut store, &path).map_err(ctx("state"))? != XenbusState::Connected {
-        store.next_event_for("fe", Some(deadline)).map_err(ctx("frontend connect"))?;
+        store
+            .next_event_for("fe", Some(deadline))
+            .map_err(ctx("frontend connect"))?;
     }
-    let gref: u32 = parse(&store.read_string(&format!("{path}/ring-ref")).map_err(ctx("ring-ref"))?)?;
-    let remote_port: u32 = parse(&store.read_string(&format!("{path}/event-channel")).map_err(ctx("event-channel"))?)?;
+    let gref: u32 = parse(
+        &store
+            .read_string(&format!("{path}/ring-ref"))
+            .map_err(ctx("ring-ref"))?,
+    )?;
+    let remote_port: u32 = parse(
+        &store
+            .read_string(&format!("{path}/event-channel"))
+            .map_err(ctx("event-channel"))?,
+    )?;
     let map = map_grant_refs(&d, front, &[gref], false).map_err(ctx("map"))?;
     let mut ring = BackRing::<Echo>::attach(map.mem());
-    let port = ev.bind_interdomain(front, remote_port).map_err(ctx("bind"))?;
-    console.write(format!("echo backend d{me}: mapped ring-ref {gref} of d{front}, bound port {port}\n").as_bytes());
+    let port = ev
+        .bind_interdomain(front, remote_port)
+        .map_err(ctx("bind"))?;
+    console.write(
+        format!("echo backend d{me}: mapped ring-ref {gref} of d{front}, bound port {port}\n")
+            .as_bytes(),
+    );
 
     let before = xen.counters(me).unwrap_or_default();
     let start = Instant::now();
@@ -263,7 +322,10 @@ fn backend(d: SimDomain, front: DomId, n: u64, xen: &xen::sim::SimXen) -> Side {
         loop {
             ring.poll_requests().map_err(ctx("requests"))?;
             while let Some(req) = ring.next_request() {
-                let rsp = EchoRsp { seq: req.seq, value: transform(req.seq, req.value) };
+                let rsp = EchoRsp {
+                    seq: req.seq,
+                    value: transform(req.seq, req.value),
+                };
                 // Each consumed request owns a response slot: this cannot fail.
                 ring.push_response(&rsp).map_err(ctx("respond"))?;
                 answered += 1;
@@ -272,13 +334,17 @@ fn backend(d: SimDomain, front: DomId, n: u64, xen: &xen::sim::SimXen) -> Side {
             if ring.push_responses_and_check_notify() {
                 ev.send(port).map_err(ctx("send"))?;
             }
-            if !ring.final_check_for_requests().map_err(ctx("final check"))? {
+            if !ring
+                .final_check_for_requests()
+                .map_err(ctx("final check"))?
+            {
                 break;
             }
         }
         if !progress && answered < n {
             let deadline = d.now_ns_checked() + PEER_TIMEOUT_NS;
-            if ev.wait(&[port], Some(deadline)).map_err(ctx("wait"))? == xen::evtchn::Wake::Timeout {
+            if ev.wait(&[port], Some(deadline)).map_err(ctx("wait"))? == xen::evtchn::Wake::Timeout
+            {
                 return Err(format!("frontend silent after {answered} requests"));
             }
         }
@@ -287,8 +353,10 @@ fn backend(d: SimDomain, front: DomId, n: u64, xen: &xen::sim::SimXen) -> Side {
     let counters = xen.counters(me).unwrap_or_default().since(&before);
     map.unmap(&d).map_err(ctx("unmap"))?;
     ev.close(port).map_err(ctx("close"))?;
-    xenbus::write_state(&mut store, &backend_dir(me, front), XenbusState::Closed).map_err(ctx("state"))?;
-    console.write(format!("echo backend: answered {answered} requests, ring unmapped\n").as_bytes());
+    xenbus::write_state(&mut store, &backend_dir(me, front), XenbusState::Closed)
+        .map_err(ctx("state"))?;
+    console
+        .write(format!("echo backend: answered {answered} requests, ring unmapped\n").as_bytes());
     Ok((elapsed, counters))
 }
 
@@ -298,7 +366,9 @@ fn ctx<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> String {
 }
 
 fn parse<T: std::str::FromStr>(s: &str) -> Result<T, String> {
-    s.trim().parse().map_err(|_| format!("bad number in xenstore: {s:?}"))
+    s.trim()
+        .parse()
+        .map_err(|_| format!("bad number in xenstore: {s:?}"))
 }
 
 /// `now_ns` through the `Hypervisor` trait (named to avoid ambiguity with

@@ -164,7 +164,10 @@ impl AddressSpace {
     }
 
     fn check(&self, gpa: usize, len: usize) -> io::Result<*mut libc::c_void> {
-        if gpa % PAGE_SIZE != 0 || len % PAGE_SIZE != 0 || gpa.checked_add(len).is_none_or(|e| e > self.len) {
+        if gpa % PAGE_SIZE != 0
+            || len % PAGE_SIZE != 0
+            || gpa.checked_add(len).is_none_or(|e| e > self.len)
+        {
             return Err(io::ErrorKind::InvalidInput.into());
         }
         // SAFETY: in bounds of the reservation (checked above).
@@ -173,7 +176,13 @@ impl AddressSpace {
 
     /// Map `pages` pages of `backing`, starting at backing page `first`, at
     /// guest-physical address `gpa`, replacing whatever was there.
-    pub fn place(&self, gpa: usize, backing: &Backing, first: usize, pages: usize) -> io::Result<()> {
+    pub fn place(
+        &self,
+        gpa: usize,
+        backing: &Backing,
+        first: usize,
+        pages: usize,
+    ) -> io::Result<()> {
         if first + pages > backing.pages {
             return Err(io::ErrorKind::InvalidInput.into());
         }

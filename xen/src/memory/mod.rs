@@ -18,6 +18,7 @@
 
 #![allow(unsafe_code)]
 
+pub mod bitmap;
 #[cfg(feature = "sim")]
 pub mod host;
 
@@ -223,7 +224,10 @@ impl SharedMem {
     fn atomic<A>(&self, off: usize) -> &A {
         let size = core::mem::size_of::<A>();
         let p = self.at(off, size);
-        assert!((p as usize) % size == 0, "misaligned atomic access at {off:#x}");
+        assert!(
+            (p as usize) % size == 0,
+            "misaligned atomic access at {off:#x}"
+        );
         // SAFETY: in bounds and aligned for `A`, which is one of the
         // `Atomic*` integer types: those are interior-mutable and made for
         // memory that other agents modify concurrently, so a shared

@@ -48,7 +48,10 @@ fn split(port: EvtchnPort) -> (usize, u64) {
 impl Dom {
     /// The state of a usable port (allocated, not reserved).
     pub(crate) fn port(&self, port: EvtchnPort) -> Option<Port> {
-        self.ports.get(port as usize).copied().filter(|p| !matches!(p, Port::Free | Port::Reserved))
+        self.ports
+            .get(port as usize)
+            .copied()
+            .filter(|p| !matches!(p, Port::Free | Port::Reserved))
     }
 
     fn free_port(&mut self) -> HvResult<EvtchnPort> {
@@ -117,7 +120,11 @@ impl State {
 
     pub(crate) fn alloc_unbound(&mut self, caller: DomId, a: &mut EvtchnAllocUnbound) -> HvResult {
         let d = self.resolve(caller, a.dom)?;
-        let remote = if a.remote_dom == DOMID_SELF { caller } else { a.remote_dom };
+        let remote = if a.remote_dom == DOMID_SELF {
+            caller
+        } else {
+            a.remote_dom
+        };
         let dom = self.dom_mut(d)?;
         let port = dom.free_port()?;
         dom.ports[port as usize] = Port::Unbound { remote };
@@ -125,8 +132,16 @@ impl State {
         Ok(())
     }
 
-    pub(crate) fn bind_interdomain(&mut self, caller: DomId, b: &mut EvtchnBindInterdomain) -> HvResult {
-        let rdom = if b.remote_dom == DOMID_SELF { caller } else { b.remote_dom };
+    pub(crate) fn bind_interdomain(
+        &mut self,
+        caller: DomId,
+        b: &mut EvtchnBindInterdomain,
+    ) -> HvResult {
+        let rdom = if b.remote_dom == DOMID_SELF {
+            caller
+        } else {
+            b.remote_dom
+        };
         let rport = b.remote_port;
         match self.doms.get(&rdom) {
             None => return Err(Errno::ESRCH),
@@ -140,8 +155,14 @@ impl State {
         if rdom == caller && local == rport {
             return Err(Errno::EINVAL);
         }
-        self.dom_mut(caller)?.ports[local as usize] = Port::Interdomain { remote: rdom, rport };
-        self.dom_mut(rdom)?.ports[rport as usize] = Port::Interdomain { remote: caller, rport: local };
+        self.dom_mut(caller)?.ports[local as usize] = Port::Interdomain {
+            remote: rdom,
+            rport,
+        };
+        self.dom_mut(rdom)?.ports[rport as usize] = Port::Interdomain {
+            remote: caller,
+            rport: local,
+        };
         // Xen marks the new local port pending, in case the peer signalled
         // before the bind.
         self.dom_mut(caller)?.set_pending(local);
@@ -156,7 +177,11 @@ impl State {
         if b.vcpu != 0 {
             // Global VIRQs may only be bound on vCPU 0; per-vCPU ones fail
             // the vCPU lookup.
-            return Err(if is_per_vcpu_virq(b.virq) { Errno::ENOENT } else { Errno::EINVAL });
+            return Err(if is_per_vcpu_virq(b.virq) {
+                Errno::ENOENT
+            } else {
+                Errno::EINVAL
+            });
         }
         let dom = self.dom_mut(caller)?;
         if dom.virqs[b.virq as usize].is_some() {
@@ -175,7 +200,12 @@ impl State {
         match st {
             Port::Interdomain { remote, rport } => {
                 if let Some(r) = self.doms.get_mut(&remote) {
-                    if r.ports.get(rport as usize) == Some(&Port::Interdomain { remote: d, rport: port }) {
+                    if r.ports.get(rport as usize)
+                        == Some(&Port::Interdomain {
+                            remote: d,
+                            rport: port,
+                        })
+                    {
                         r.ports[rport as usize] = Port::Unbound { remote: d };
                     }
                 }
@@ -187,7 +217,10 @@ impl State {
         dom.ports[port as usize] = Port::Free;
         // Xen's evtchn_free clears the pending bit: a reused port starts idle.
         let (w, b) = split(port);
-        dom.mem.xen.page(super::memory::XEN_SHARED_INFO_PAGE).and_u64(PENDING + 8 * w, !b);
+        dom.mem
+            .xen
+            .page(super::memory::XEN_SHARED_INFO_PAGE)
+            .and_u64(PENDING + 8 * w, !b);
         Ok(())
     }
 
@@ -216,7 +249,12 @@ impl State {
         let dom = self.dom(d)?;
         s.vcpu = 0;
         s.u = Default::default();
-        s.status = match dom.ports.get(s.port as usize).copied().unwrap_or(Port::Free) {
+        s.status = match dom
+            .ports
+            .get(s.port as usize)
+            .copied()
+            .unwrap_or(Port::Free)
+        {
             Port::Free | Port::Reserved => EVTCHNSTAT_CLOSED,
             Port::Unbound { remote } => {
                 s.u.dom = remote;

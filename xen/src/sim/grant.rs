@@ -62,7 +62,11 @@ const ENTRY: usize = 8;
 impl GrantState {
     /// A table of `max_frames` frames, one of them in use.
     pub(crate) fn new(max_frames: u32) -> GrantState {
-        GrantState { nr_frames: 1, max_frames, ..Default::default() }
+        GrantState {
+            nr_frames: 1,
+            max_frames,
+            ..Default::default()
+        }
     }
 }
 
@@ -106,7 +110,9 @@ impl Dom {
     /// Drop one pin taken by [`Dom::pin`], clearing the in-use flags when
     /// the last reader/writer goes.
     fn unpin(&mut self, r: GrantRef, write: bool) {
-        let Some(pins) = self.gnt.pins.get_mut(&r) else { return };
+        let Some(pins) = self.gnt.pins.get_mut(&r) else {
+            return;
+        };
         pins.0 = pins.0.saturating_sub(1);
         if write {
             pins.1 = pins.1.saturating_sub(1);
@@ -144,7 +150,11 @@ impl State {
         Ok(())
     }
 
-    pub(crate) fn map_grant_refs(&mut self, caller: DomId, ops: &mut [GnttabMapGrantRef]) -> HvResult {
+    pub(crate) fn map_grant_refs(
+        &mut self,
+        caller: DomId,
+        ops: &mut [GnttabMapGrantRef],
+    ) -> HvResult {
         for op in ops.iter_mut() {
             op.status = match self.map_one(caller, op) {
                 Ok(handle) => {
@@ -171,15 +181,24 @@ impl State {
         }
         let readonly = op.flags & GNTMAP_READONLY != 0;
         let granter_id = if op.dom == DOMID_SELF { caller } else { op.dom };
-        let my_mem = self.doms.get(&caller).ok_or(status::GENERAL_ERROR)?.mem.clone();
+        let my_mem = self
+            .doms
+            .get(&caller)
+            .ok_or(status::GENERAL_ERROR)?
+            .mem
+            .clone();
         let granter = self.doms.get_mut(&granter_id).ok_or(status::BAD_DOMAIN)?;
         let frame = granter.pin(op.r#ref, caller, !readonly)?;
         let gfn = op.host_addr >> 12;
         let fail = if !granter.mem.is_ram(frame) {
             Some(status::BAD_PAGE)
-        } else if op.flags & !GNTMAP_READONLY != GNTMAP_HOST_MAP || !my_mem.in_space(gfn) {
-            Some(status::GENERAL_ERROR)
-        } else if my_mem.space.place((gfn << 12) as usize, &granter.mem.ram, frame as usize, 1).is_err() {
+        } else if op.flags & !GNTMAP_READONLY != GNTMAP_HOST_MAP
+            || !my_mem.in_space(gfn)
+            || my_mem
+                .space
+                .place((gfn << 12) as usize, &granter.mem.ram, frame as usize, 1)
+                .is_err()
+        {
             Some(status::GENERAL_ERROR)
         } else {
             None
@@ -191,11 +210,23 @@ impl State {
         let me = self.doms.get_mut(&caller).ok_or(status::GENERAL_ERROR)?;
         me.gnt.next_handle = me.gnt.next_handle.wrapping_add(1);
         let handle = me.gnt.next_handle;
-        me.gnt.maps.insert(handle, MapRecord { granter: granter_id, gref: op.r#ref, gfn: Gfn(gfn), writable: !readonly });
+        me.gnt.maps.insert(
+            handle,
+            MapRecord {
+                granter: granter_id,
+                gref: op.r#ref,
+                gfn: Gfn(gfn),
+                writable: !readonly,
+            },
+        );
         Ok(handle)
     }
 
-    pub(crate) fn unmap_grant_refs(&mut self, caller: DomId, ops: &mut [GnttabUnmapGrantRef]) -> HvResult {
+    pub(crate) fn unmap_grant_refs(
+        &mut self,
+        caller: DomId,
+        ops: &mut [GnttabUnmapGrantRef],
+    ) -> HvResult {
         for op in ops.iter_mut() {
             op.status = match self.unmap_one(caller, op.handle, Some(op.host_addr)) {
                 Ok(()) => {
@@ -209,7 +240,12 @@ impl State {
     }
 
     /// Unmap one handle of `caller` (`host_addr` must match when given).
-    pub(crate) fn unmap_one(&mut self, caller: DomId, handle: GrantHandle, host_addr: Option<u64>) -> Result<(), i16> {
+    pub(crate) fn unmap_one(
+        &mut self,
+        caller: DomId,
+        handle: GrantHandle,
+        host_addr: Option<u64>,
+    ) -> Result<(), i16> {
         let me = self.doms.get_mut(&caller).ok_or(status::GENERAL_ERROR)?;
         let rec = *me.gnt.maps.get(&handle).ok_or(status::BAD_HANDLE)?;
         // Xen skips the host unmap for address 0 (and keeps the mapping),
@@ -220,7 +256,10 @@ impl State {
             _ => {}
         }
         me.gnt.maps.remove(&handle);
-        me.mem.space.clear(rec.gfn.gpa() as usize, 1).map_err(|_| status::GENERAL_ERROR)?;
+        me.mem
+            .space
+            .clear(rec.gfn.gpa() as usize, 1)
+            .map_err(|_| status::GENERAL_ERROR)?;
         if let Some(g) = self.doms.get_mut(&rec.granter) {
             g.unpin(rec.gref, rec.writable);
         }
@@ -229,7 +268,10 @@ impl State {
 
     /// Handles of every mapping `d` holds (for teardown).
     pub(crate) fn map_handles(&self, d: DomId) -> Vec<GrantHandle> {
-        self.doms.get(&d).map(|x| x.gnt.maps.keys().copied().collect()).unwrap_or_default()
+        self.doms
+            .get(&d)
+            .map(|x| x.gnt.maps.keys().copied().collect())
+            .unwrap_or_default()
     }
 
     pub(crate) fn grant_copy(&mut self, caller: DomId, ops: &mut [GnttabCopy]) -> HvResult {
@@ -248,9 +290,19 @@ impl State {
     }
 
     /// Resolve one side of a copy to (owner domid, frame), pinning a gref.
-    fn copy_side(&mut self, caller: DomId, side: &GnttabCopyPtr, is_gref: bool, write: bool) -> Result<(DomId, u64), i16> {
+    fn copy_side(
+        &mut self,
+        caller: DomId,
+        side: &GnttabCopyPtr,
+        is_gref: bool,
+        write: bool,
+    ) -> Result<(DomId, u64), i16> {
         if is_gref {
-            let owner = if side.domid == DOMID_SELF { caller } else { side.domid };
+            let owner = if side.domid == DOMID_SELF {
+                caller
+            } else {
+                side.domid
+            };
             let g = self.doms.get_mut(&owner).ok_or(status::BAD_DOMAIN)?;
             let frame = g.pin(side.u as GrantRef, caller, write)?;
             if !g.mem.is_ram(frame) {
@@ -289,7 +341,12 @@ impl State {
                 let src = self.doms.get(&sd).map(|d| d.mem.ram_page(sf));
                 let dst = self.doms.get(&dd).map(|d| d.mem.ram_page(df));
                 if let (Some(src), Some(dst)) = (src, dst) {
-                    dst.copy_from(op.dest.offset as usize, &src, op.source.offset as usize, op.len as usize);
+                    dst.copy_from(
+                        op.dest.offset as usize,
+                        &src,
+                        op.source.offset as usize,
+                        op.len as usize,
+                    );
                 }
                 Ok(())
             }
@@ -316,7 +373,12 @@ impl State {
         }
         me.mem
             .space
-            .place((gfn << 12) as usize, &me.mem.xen, XEN_GRANT_FRAME0 + idx as usize, 1)
+            .place(
+                (gfn << 12) as usize,
+                &me.mem.xen,
+                XEN_GRANT_FRAME0 + idx as usize,
+                1,
+            )
             .map_err(|_| Errno::EINVAL)?;
         // A frame appears at one GFN at a time: Xen removes its old place.
         if let Some(old) = me.gnt.frame_gfns.insert(idx as u32, gfn) {
@@ -332,7 +394,13 @@ impl State {
 
     /// The toolstack's write of a reserved entry (console, xenstore) in
     /// `d`'s table, granting `frame` to `grantee`.
-    pub(crate) fn toolstack_grant(&mut self, d: DomId, r: GrantRef, grantee: DomId, frame: u64) -> HvResult {
+    pub(crate) fn toolstack_grant(
+        &mut self,
+        d: DomId,
+        r: GrantRef,
+        grantee: DomId,
+        frame: u64,
+    ) -> HvResult {
         let dom = self.dom_mut(d)?;
         let e = dom.grant_entry(r).ok_or(Errno::EINVAL)?;
         e.write_u16(2, grantee);

@@ -106,7 +106,11 @@ impl SimHost {
     /// Boot the host: the hypervisor and dom0 with its services.
     pub fn new() -> io::Result<SimHost> {
         let xen = SimXen::new();
-        let dom0 = xen.create_domain(&DomainConfig { name: "dom0".into(), ram_mib: 64, max_grant_frames: 64 })?;
+        let dom0 = xen.create_domain(&DomainConfig {
+            name: "dom0".into(),
+            ram_mib: 64,
+            max_grant_frames: 64,
+        })?;
         let ev = EventChannels::new(dom0.clone()).map_err(to_io)?;
         let kick_rx = ev.alloc_unbound(0).map_err(to_io)?;
         let kick_tx = ev.bind_interdomain(0, kick_rx).map_err(to_io)?;
@@ -125,8 +129,15 @@ impl SimHost {
             stop: AtomicBool::new(false),
         });
         let s2 = shared.clone();
-        let thread = std::thread::Builder::new().name("dom0-services".into()).spawn(move || service_loop(&s2))?;
-        Ok(SimHost { xen, dom0, shared, thread: Some(thread) })
+        let thread = std::thread::Builder::new()
+            .name("dom0-services".into())
+            .spawn(move || service_loop(&s2))?;
+        Ok(SimHost {
+            xen,
+            dom0,
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// The hypervisor.
@@ -148,8 +159,14 @@ impl SimHost {
         let (store_gfn, console_gfn) = (ram - 1, ram - 2);
         dom.memory().reserve_ram(ram - 2, 2);
         let alloc = |remote| -> io::Result<EvtchnPort> {
-            let mut a = EvtchnAllocUnbound { dom: d, remote_dom: remote, port: 0 };
-            self.dom0.event_channel_op(EvtchnOp::AllocUnbound(&mut a)).map_err(to_io)?;
+            let mut a = EvtchnAllocUnbound {
+                dom: d,
+                remote_dom: remote,
+                port: 0,
+            };
+            self.dom0
+                .event_channel_op(EvtchnOp::AllocUnbound(&mut a))
+                .map_err(to_io)?;
             Ok(a.port)
         };
         let store_port = alloc(0)?;
@@ -162,23 +179,55 @@ impl SimHost {
         ] {
             self.xen.set_param(d, idx, v).map_err(to_io)?;
         }
-        self.xen.toolstack_grant(d, GNTTAB_RESERVED_CONSOLE, 0, console_gfn).map_err(to_io)?;
-        self.xen.toolstack_grant(d, GNTTAB_RESERVED_XENSTORE, 0, store_gfn).map_err(to_io)?;
+        self.xen
+            .toolstack_grant(d, GNTTAB_RESERVED_CONSOLE, 0, console_gfn)
+            .map_err(to_io)?;
+        self.xen
+            .toolstack_grant(d, GNTTAB_RESERVED_XENSTORE, 0, store_gfn)
+            .map_err(to_io)?;
 
         // dom0 maps both rings through grants and binds their channels.
         let ev = &self.shared.ev;
-        let sring = map_grant_refs(&self.dom0, d, &[GNTTAB_RESERVED_XENSTORE], false).map_err(|e| io::Error::other(e.to_string()))?;
-        let cring = map_grant_refs(&self.dom0, d, &[GNTTAB_RESERVED_CONSOLE], false).map_err(|e| io::Error::other(e.to_string()))?;
+        let sring = map_grant_refs(&self.dom0, d, &[GNTTAB_RESERVED_XENSTORE], false)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let cring = map_grant_refs(&self.dom0, d, &[GNTTAB_RESERVED_CONSOLE], false)
+            .map_err(|e| io::Error::other(e.to_string()))?;
         let sport = ev.bind_interdomain(d, store_port).map_err(to_io)?;
         let cport = ev.bind_interdomain(d, console_port).map_err(to_io)?;
 
         {
             let mut svc = self.shared.lock();
             let conn = svc.xenstored.connect(d);
-            svc.stores.insert(d, StoreConn { conn, ring: sring, port: sport, inbuf: Vec::new(), outbuf: VecDeque::new(), broken: false });
-            svc.consoles.insert(d, ConsoleConn { ring: cring, port: cport, log: Vec::new(), line: Vec::new() });
+            svc.stores.insert(
+                d,
+                StoreConn {
+                    conn,
+                    ring: sring,
+                    port: sport,
+                    inbuf: Vec::new(),
+                    outbuf: VecDeque::new(),
+                    broken: false,
+                },
+            );
+            svc.consoles.insert(
+                d,
+                ConsoleConn {
+                    ring: cring,
+                    port: cport,
+                    log: Vec::new(),
+                    line: Vec::new(),
+                },
+            );
             svc.names.insert(d, cfg.name.clone());
-            write_domain_dir(&mut svc.xenstored, d, cfg, store_gfn, store_port, console_gfn, console_port);
+            write_domain_dir(
+                &mut svc.xenstored,
+                d,
+                cfg,
+                store_gfn,
+                store_port,
+                console_gfn,
+                console_port,
+            );
             svc.xenstored.introduce_domain(d);
         }
         self.shared.kick();
@@ -192,8 +241,15 @@ impl SimHost {
         R: Send + 'static,
     {
         let d = dom.clone();
-        let name = format!("d{}-{}", d.domid(), self.xen.name(d.domid()).unwrap_or_default());
-        std::thread::Builder::new().name(name).spawn(move || f(d)).expect("spawn domain thread")
+        let name = format!(
+            "d{}-{}",
+            d.domid(),
+            self.xen.name(d.domid()).unwrap_or_default()
+        );
+        std::thread::Builder::new()
+            .name(name)
+            .spawn(move || f(d))
+            .expect("spawn domain thread")
     }
 
     /// Destroy a domain as `xl destroy` does: dom0 drops its xenstore and
@@ -228,7 +284,12 @@ impl SimHost {
     /// Everything domain `d` wrote to its PV console so far.
     pub fn console_output(&self, d: DomId) -> Vec<u8> {
         self.shared.kick();
-        self.shared.lock().consoles.get(&d).map(|c| c.log.clone()).unwrap_or_default()
+        self.shared
+            .lock()
+            .consoles
+            .get(&d)
+            .map(|c| c.log.clone())
+            .unwrap_or_default()
     }
 
     /// Run `f` on xenstored as dom0's tools do (direct access, no ring):
@@ -258,7 +319,15 @@ fn to_io(e: crate::abi::Errno) -> io::Error {
 /// The xenstore directory libxl writes for a new domain, with its
 /// permissions: dom0 owns `/local/domain/<id>` and the domain may read it;
 /// the domain owns the subdirectories it writes into.
-fn write_domain_dir(xs: &mut Xenstored, d: DomId, cfg: &DomainConfig, store_gfn: u64, store_port: u32, console_gfn: u64, console_port: u32) {
+fn write_domain_dir(
+    xs: &mut Xenstored,
+    d: DomId,
+    cfg: &DomainConfig,
+    store_gfn: u64,
+    store_port: u32,
+    console_gfn: u64,
+    console_port: u32,
+) {
     let base = format!("/local/domain/{d}");
     let ro = [XsPerm::none(0), XsPerm::read(d)];
     let rw = [XsPerm::none(d)];
@@ -282,7 +351,9 @@ fn write_domain_dir(xs: &mut Xenstored, d: DomId, cfg: &DomainConfig, store_gfn:
     for sub in ["memory", "store", "console"] {
         let _ = xs.set_perms(&format!("{base}/{sub}"), &ro);
     }
-    for sub in ["control", "data", "device", "attr", "error", "drivers", "feature"] {
+    for sub in [
+        "control", "data", "device", "attr", "error", "drivers", "feature",
+    ] {
         let p = format!("{base}/{sub}");
         let _ = xs.write(&p, b"");
         let _ = xs.set_perms(&p, &rw);
@@ -353,7 +424,9 @@ fn serve_store(xs: &mut Xenstored, sc: &mut StoreConn, d: DomId) -> bool {
     }
     // Whole messages to xenstored.
     while sc.inbuf.len() >= HEADER_LEN {
-        let h = match Header::parse(&sc.inbuf) {
+        // Frame by length only: xenstored answers an unknown type with
+        // ENOSYS; only an oversized payload breaks the stream.
+        let h = match Header::parse_frame(&sc.inbuf) {
             Ok(h) => h,
             Err(e) => {
                 log::warn!("xenstored: d{d} sent a malformed message ({e}); connection closed");
@@ -369,12 +442,10 @@ fn serve_store(xs: &mut Xenstored, sc: &mut StoreConn, d: DomId) -> bool {
         sc.inbuf.drain(..total);
         xs.handle(sc.conn, h, &payload);
     }
-    // Replies and watch events out.
-    for (h, payload) in xs.take_output(sc.conn) {
-        if sc.outbuf.len() > MAX_PENDING_OUTPUT {
-            log::warn!("xenstored: d{d} is not reading its ring; dropping output");
-            break;
-        }
+    // Replies and watch events out. Take only what our buffer has room
+    // for: the rest waits in xenstored's own capped, counted queue.
+    let room = MAX_PENDING_OUTPUT.saturating_sub(sc.outbuf.len());
+    for (h, payload) in xs.take_output_limited(sc.conn, room) {
         sc.outbuf.extend(h.encode());
         sc.outbuf.extend(payload);
     }

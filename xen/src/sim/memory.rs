@@ -16,6 +16,7 @@ use std::io;
 use std::sync::Mutex;
 
 use crate::abi::PAGE_SIZE;
+use crate::memory::bitmap::PageBitmap;
 use crate::memory::host::{AddressSpace, Backing};
 use crate::memory::{Gfn, GuestMemory, SharedMem};
 
@@ -28,50 +29,6 @@ pub const XEN_SHARED_INFO_PAGE: usize = 0;
 /// Page index of grant frame 0 in the Xen-owned backing.
 pub const XEN_GRANT_FRAME0: usize = 1;
 
-/// First-fit allocator of contiguous page runs, with a rotating cursor.
-#[derive(Debug)]
-pub(crate) struct PageBitmap {
-    used: Vec<bool>,
-    cursor: usize,
-}
-
-impl PageBitmap {
-    pub(crate) fn new(n: usize) -> PageBitmap {
-        PageBitmap { used: vec![false; n], cursor: 0 }
-    }
-
-    pub(crate) fn alloc(&mut self, n: usize) -> Option<usize> {
-        let len = self.used.len();
-        if n == 0 || n > len {
-            return None;
-        }
-        for start in [self.cursor, 0] {
-            let mut i = start;
-            while i + n <= len {
-                match self.used[i..i + n].iter().rposition(|&u| u) {
-                    Some(j) => i += j + 1,
-                    None => {
-                        self.used[i..i + n].iter_mut().for_each(|u| *u = true);
-                        self.cursor = i + n;
-                        return Some(i);
-                    }
-                }
-            }
-        }
-        None
-    }
-
-    pub(crate) fn reserve(&mut self, first: usize, n: usize) {
-        self.used[first..first + n].iter_mut().for_each(|u| *u = true);
-    }
-
-    pub(crate) fn free(&mut self, first: usize, n: usize) {
-        if let Some(s) = self.used.get_mut(first..first + n) {
-            s.iter_mut().for_each(|u| *u = false);
-        }
-    }
-}
-
 /// One domain's memory: address space, RAM, Xen-owned pages, allocators.
 #[derive(Debug)]
 pub struct DomainMemory {
@@ -83,7 +40,11 @@ pub struct DomainMemory {
 }
 
 impl DomainMemory {
-    pub(crate) fn new(name: &str, ram_pages: usize, grant_frames: usize) -> io::Result<DomainMemory> {
+    pub(crate) fn new(
+        name: &str,
+        ram_pages: usize,
+        grant_frames: usize,
+    ) -> io::Result<DomainMemory> {
         let space = AddressSpace::reserve((HOLE_FIRST as usize + HOLE_PAGES) * PAGE_SIZE)?;
         if ram_pages as u64 > HOLE_FIRST {
             return Err(io::ErrorKind::InvalidInput.into());
@@ -129,7 +90,10 @@ impl DomainMemory {
 impl GuestMemory for DomainMemory {
     fn alloc_pages(&self, n: usize) -> Option<Gfn> {
         let first = self.ram_alloc.lock().unwrap().alloc(n)?;
-        self.ram.mem().sub(first * PAGE_SIZE, n * PAGE_SIZE).fill(0, n * PAGE_SIZE, 0);
+        self.ram
+            .mem()
+            .sub(first * PAGE_SIZE, n * PAGE_SIZE)
+            .fill(0, n * PAGE_SIZE, 0);
         Some(Gfn(first as u64))
     }
 
@@ -157,21 +121,6 @@ impl GuestMemory for DomainMemory {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bitmap_first_fit_and_reuse() {
-        let mut b = PageBitmap::new(8);
-        assert_eq!(b.alloc(3), Some(0));
-        assert_eq!(b.alloc(3), Some(3));
-        assert_eq!(b.alloc(3), None);
-        b.free(0, 3);
-        // The cursor rotates: the tail is used before the freed head.
-        assert_eq!(b.alloc(2), Some(6));
-        assert_eq!(b.alloc(2), Some(0));
-        assert_eq!(b.alloc(0), None);
-        b.reserve(2, 1);
-        assert_eq!(b.alloc(1), None);
-    }
 
     #[test]
     fn ram_and_hole() {

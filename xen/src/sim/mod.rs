@@ -59,7 +59,11 @@ pub struct DomainConfig {
 impl DomainConfig {
     /// A domain called `name` with 16 MiB of RAM.
     pub fn new(name: &str) -> DomainConfig {
-        DomainConfig { name: name.to_string(), ram_mib: 16, max_grant_frames: 64 }
+        DomainConfig {
+            name: name.to_string(),
+            ram_mib: 16,
+            max_grant_frames: 64,
+        }
     }
 }
 
@@ -187,7 +191,10 @@ impl SimXen {
     pub fn new() -> SimXen {
         SimXen {
             core: Arc::new(Core {
-                state: Mutex::new(State { doms: BTreeMap::new(), next_domid: 0 }),
+                state: Mutex::new(State {
+                    doms: BTreeMap::new(),
+                    next_domid: 0,
+                }),
                 epoch: Instant::now(),
             }),
         }
@@ -203,7 +210,11 @@ impl SimXen {
             return Err(io::ErrorKind::OutOfMemory.into());
         }
         let ram_pages = cfg.ram_mib * 256;
-        let mem = Arc::new(DomainMemory::new(&cfg.name, ram_pages, cfg.max_grant_frames as usize)?);
+        let mem = Arc::new(DomainMemory::new(
+            &cfg.name,
+            ram_pages,
+            cfg.max_grant_frames as usize,
+        )?);
         let wake = Arc::new(Condvar::new());
         let dom = Dom {
             name: cfg.name.clone(),
@@ -225,7 +236,12 @@ impl SimXen {
         };
         st.doms.insert(id, dom);
         st.next_domid = id + 1;
-        Ok(SimDomain { core: self.core.clone(), id, mem, wake })
+        Ok(SimDomain {
+            core: self.core.clone(),
+            id,
+            mem,
+            wake,
+        })
     }
 
     /// Destroy a domain as Xen does when it dies: its event channels close
@@ -250,7 +266,12 @@ impl SimXen {
     /// A handle for an existing domain.
     pub fn domain(&self, d: DomId) -> Option<SimDomain> {
         let st = self.core.lock();
-        st.doms.get(&d).map(|x| SimDomain { core: self.core.clone(), id: d, mem: x.mem.clone(), wake: x.wake.clone() })
+        st.doms.get(&d).map(|x| SimDomain {
+            core: self.core.clone(),
+            id: d,
+            mem: x.mem.clone(),
+            wake: x.wake.clone(),
+        })
     }
 
     /// Domain ids that exist.
@@ -275,7 +296,12 @@ impl SimXen {
 
     /// What a domain wrote with `console_io` (the hypervisor console).
     pub fn hypervisor_console(&self, d: DomId) -> Vec<u8> {
-        self.core.lock().doms.get(&d).map(|x| x.hv_console.clone()).unwrap_or_default()
+        self.core
+            .lock()
+            .doms
+            .get(&d)
+            .map(|x| x.hv_console.clone())
+            .unwrap_or_default()
     }
 
     /// The toolstack sets an HVM param of a domain (store/console ring).
@@ -322,7 +348,9 @@ impl SimDomain {
 
     /// The hypervisor this domain runs on.
     pub fn xen(&self) -> SimXen {
-        SimXen { core: self.core.clone() }
+        SimXen {
+            core: self.core.clone(),
+        }
     }
 
     /// This domain's memory.
@@ -331,7 +359,11 @@ impl SimDomain {
     }
 
     /// Count one hypercall and run `f` on the state, as this domain.
-    fn call<R>(&self, count: impl FnOnce(&mut Counters), f: impl FnOnce(&mut State) -> HvResult<R>) -> HvResult<R> {
+    fn call<R>(
+        &self,
+        count: impl FnOnce(&mut Counters),
+        f: impl FnOnce(&mut State) -> HvResult<R>,
+    ) -> HvResult<R> {
         let mut st = self.core.lock();
         count(&mut st.dom_mut(self.id)?.counters);
         f(&mut st)
@@ -356,15 +388,25 @@ impl SimDomain {
             let now = self.core.now_ns();
             let dom = st.dom_mut(self.id)?;
             dom.fire_timer(now);
-            if ports.iter().any(|&p| dom.is_pending(p)) || (ports.len() != 1 && dom.event_gen != gen0) {
+            if ports.iter().any(|&p| dom.is_pending(p))
+                || (ports.len() != 1 && dom.event_gen != gen0)
+            {
                 return Ok(());
             }
             if timeout != 0 && now >= timeout {
                 return Ok(());
             }
-            let wake_at = [Some(timeout).filter(|&t| t != 0), dom.timer].into_iter().flatten().min();
+            let wake_at = [Some(timeout).filter(|&t| t != 0), dom.timer]
+                .into_iter()
+                .flatten()
+                .min();
             st = match wake_at {
-                Some(t) => self.wake.wait_timeout(st, Duration::from_nanos(t.saturating_sub(now))).unwrap_or_else(|p| p.into_inner()).0,
+                Some(t) => {
+                    self.wake
+                        .wait_timeout(st, Duration::from_nanos(t.saturating_sub(now)))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
                 None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
             };
         }
@@ -380,7 +422,12 @@ impl SimDomain {
                 return Ok(());
             }
             st = match dom.timer {
-                Some(t) => self.wake.wait_timeout(st, Duration::from_nanos(t.saturating_sub(now))).unwrap_or_else(|p| p.into_inner()).0,
+                Some(t) => {
+                    self.wake
+                        .wait_timeout(st, Duration::from_nanos(t.saturating_sub(now)))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
                 None => self.wake.wait(st).unwrap_or_else(|p| p.into_inner()),
             };
         }
@@ -390,74 +437,91 @@ impl SimDomain {
 impl Hypervisor for SimDomain {
     fn memory_op(&self, op: MemoryOp<'_>) -> HvResult {
         let id = self.id;
-        self.call(|c| c.memory_op += 1, |st| match op {
-            MemoryOp::AddToPhysmap(a) => {
-                st.physmap_target(id, a.domid)?;
-                match a.space {
-                    XENMAPSPACE_SHARED_INFO => {
-                        if a.idx != 0 {
-                            return Err(Errno::EINVAL);
+        self.call(
+            |c| c.memory_op += 1,
+            |st| match op {
+                MemoryOp::AddToPhysmap(a) => {
+                    st.physmap_target(id, a.domid)?;
+                    match a.space {
+                        XENMAPSPACE_SHARED_INFO => {
+                            if a.idx != 0 {
+                                return Err(Errno::EINVAL);
+                            }
+                            let dom = st.dom_mut(id)?;
+                            if !dom.mem.in_space(a.gpfn) {
+                                return Err(Errno::EINVAL);
+                            }
+                            if let Some(old) = dom.shared_info_gfn.take() {
+                                let _ = dom.mem.space.clear((old << 12) as usize, 1);
+                                dom.xen_placed.remove(&old);
+                            }
+                            dom.mem
+                                .space
+                                .place(
+                                    (a.gpfn << 12) as usize,
+                                    &dom.mem.xen,
+                                    memory::XEN_SHARED_INFO_PAGE,
+                                    1,
+                                )
+                                .map_err(|_| Errno::EINVAL)?;
+                            dom.shared_info_gfn = Some(a.gpfn);
+                            dom.xen_placed.insert(a.gpfn);
+                            Ok(())
                         }
-                        let dom = st.dom_mut(id)?;
-                        if !dom.mem.in_space(a.gpfn) {
-                            return Err(Errno::EINVAL);
-                        }
-                        if let Some(old) = dom.shared_info_gfn.take() {
-                            let _ = dom.mem.space.clear((old << 12) as usize, 1);
-                            dom.xen_placed.remove(&old);
-                        }
-                        dom.mem
-                            .space
-                            .place((a.gpfn << 12) as usize, &dom.mem.xen, memory::XEN_SHARED_INFO_PAGE, 1)
-                            .map_err(|_| Errno::EINVAL)?;
-                        dom.shared_info_gfn = Some(a.gpfn);
-                        dom.xen_placed.insert(a.gpfn);
-                        Ok(())
+                        XENMAPSPACE_GRANT_TABLE => st.map_grant_frame(id, a.idx, a.gpfn),
+                        // Only possible through add_to_physmap_batch.
+                        XENMAPSPACE_GMFN_FOREIGN => Err(Errno::ENOSYS),
+                        // Moving the guest's own RAM is not simulated.
+                        XENMAPSPACE_GMFN | XENMAPSPACE_GMFN_RANGE => Err(Errno::EOPNOTSUPP),
+                        _ => Err(Errno::EINVAL),
                     }
-                    XENMAPSPACE_GRANT_TABLE => st.map_grant_frame(id, a.idx, a.gpfn),
-                    // Only possible through add_to_physmap_batch.
-                    XENMAPSPACE_GMFN_FOREIGN => Err(Errno::ENOSYS),
-                    // Moving the guest's own RAM is not simulated.
-                    XENMAPSPACE_GMFN | XENMAPSPACE_GMFN_RANGE => Err(Errno::EOPNOTSUPP),
-                    _ => Err(Errno::EINVAL),
                 }
-            }
-            MemoryOp::RemoveFromPhysmap(r) => {
-                st.physmap_target(id, r.domid)?;
-                let dom = st.dom_mut(id)?;
-                // A Xen page or a RAM page can be removed; a hole cannot.
-                if !dom.xen_placed.remove(&r.gpfn) && !dom.mem.is_ram(r.gpfn) {
-                    return Err(Errno::ENOENT);
+                MemoryOp::RemoveFromPhysmap(r) => {
+                    st.physmap_target(id, r.domid)?;
+                    let dom = st.dom_mut(id)?;
+                    // A Xen page or a RAM page can be removed; a hole cannot.
+                    if !dom.xen_placed.remove(&r.gpfn) && !dom.mem.is_ram(r.gpfn) {
+                        return Err(Errno::ENOENT);
+                    }
+                    if dom.shared_info_gfn == Some(r.gpfn) {
+                        dom.shared_info_gfn = None;
+                    }
+                    dom.mem
+                        .space
+                        .clear((r.gpfn << 12) as usize, 1)
+                        .map_err(|_| Errno::EINVAL)
                 }
-                if dom.shared_info_gfn == Some(r.gpfn) {
-                    dom.shared_info_gfn = None;
-                }
-                dom.mem.space.clear((r.gpfn << 12) as usize, 1).map_err(|_| Errno::EINVAL)
-            }
-        })
+            },
+        )
     }
 
     fn grant_table_op(&self, op: GnttabOp<'_>) -> HvResult {
         let id = self.id;
-        self.call(|c| c.grant_table_op += 1, |st| match op {
-            GnttabOp::MapGrantRef(ops) => st.map_grant_refs(id, ops),
-            GnttabOp::UnmapGrantRef(ops) => st.unmap_grant_refs(id, ops),
-            GnttabOp::Copy(ops) => st.grant_copy(id, ops),
-            GnttabOp::QuerySize(q) => st.query_size(id, q),
-        })
+        self.call(
+            |c| c.grant_table_op += 1,
+            |st| match op {
+                GnttabOp::MapGrantRef(ops) => st.map_grant_refs(id, ops),
+                GnttabOp::UnmapGrantRef(ops) => st.unmap_grant_refs(id, ops),
+                GnttabOp::Copy(ops) => st.grant_copy(id, ops),
+                GnttabOp::QuerySize(q) => st.query_size(id, q),
+            },
+        )
     }
 
     fn event_channel_op(&self, op: EvtchnOp<'_>) -> HvResult {
         let id = self.id;
-        self.call(|c| c.event_channel_op += 1, |st| match op {
-            EvtchnOp::AllocUnbound(a) => st.alloc_unbound(id, a),
-            EvtchnOp::BindInterdomain(b) => st.bind_interdomain(id, b),
-            EvtchnOp::BindVirq(b) => st.bind_virq(id, b),
-            EvtchnOp::Close(c) => st.close_port(id, c.port),
-            EvtchnOp::Send(s) => st.send(id, s.port),
-            EvtchnOp::Status(s) => st.status(id, s),
-            EvtchnOp::Unmask(u) => st.unmask(id, u.port),
-        })
+        self.call(
+            |c| c.event_channel_op += 1,
+            |st| match op {
+                EvtchnOp::AllocUnbound(a) => st.alloc_unbound(id, a),
+                EvtchnOp::BindInterdomain(b) => st.bind_interdomain(id, b),
+                EvtchnOp::BindVirq(b) => st.bind_virq(id, b),
+                EvtchnOp::Close(c) => st.close_port(id, c.port),
+                EvtchnOp::Send(s) => st.send(id, s.port),
+                EvtchnOp::Status(s) => st.status(id, s),
+                EvtchnOp::Unmask(u) => st.unmask(id, u.port),
+            },
+        )
     }
 
     fn sched_op(&self, op: SchedOp<'_>) -> HvResult {
@@ -480,63 +544,72 @@ impl Hypervisor for SimDomain {
     fn hvm_op(&self, op: HvmOp<'_>) -> HvResult {
         let id = self.id;
         let now = self.core.now_ns();
-        self.call(|c| c.hvm_op += 1, |st| match op {
-            HvmOp::GetParam(p) => {
-                let d = st.hvm_param_target(id, p.domid, p.index)?;
-                if d == id && !GUEST_READABLE_PARAMS.contains(&p.index) {
-                    return Err(Errno::EPERM);
+        self.call(
+            |c| c.hvm_op += 1,
+            |st| match op {
+                HvmOp::GetParam(p) => {
+                    let d = st.hvm_param_target(id, p.domid, p.index)?;
+                    if d == id && !GUEST_READABLE_PARAMS.contains(&p.index) {
+                        return Err(Errno::EPERM);
+                    }
+                    p.value = st.dom(d)?.params[p.index as usize];
+                    Ok(())
                 }
-                p.value = st.dom(d)?.params[p.index as usize];
-                Ok(())
-            }
-            HvmOp::SetParam(p) => {
-                let d = st.hvm_param_target(id, p.domid, p.index)?;
-                // The ring GFNs belong to the toolstack; a guest may set
-                // only the few params Xen lets it set.
-                if d == id && !GUEST_SETTABLE_PARAMS.contains(&p.index) {
-                    return Err(Errno::EPERM);
+                HvmOp::SetParam(p) => {
+                    let d = st.hvm_param_target(id, p.domid, p.index)?;
+                    // The ring GFNs belong to the toolstack; a guest may set
+                    // only the few params Xen lets it set.
+                    if d == id && !GUEST_SETTABLE_PARAMS.contains(&p.index) {
+                        return Err(Errno::EPERM);
+                    }
+                    st.dom_mut(d)?.params[p.index as usize] = p.value;
+                    Ok(())
                 }
-                st.dom_mut(d)?.params[p.index as usize] = p.value;
-                Ok(())
-            }
-            HvmOp::GetTime(t) => {
-                t.now = now;
-                Ok(())
-            }
-            HvmOp::SetEvtchnUpcallVector(v) => {
-                if v.vector < 0x10 {
-                    return Err(Errno::EINVAL);
+                HvmOp::GetTime(t) => {
+                    t.now = now;
+                    Ok(())
                 }
-                if v.vcpu != 0 {
-                    return Err(Errno::ENOENT);
+                HvmOp::SetEvtchnUpcallVector(v) => {
+                    if v.vector < 0x10 {
+                        return Err(Errno::EINVAL);
+                    }
+                    if v.vcpu != 0 {
+                        return Err(Errno::ENOENT);
+                    }
+                    st.dom_mut(id)?.upcall_vector = Some(v.vector);
+                    Ok(())
                 }
-                st.dom_mut(id)?.upcall_vector = Some(v.vector);
-                Ok(())
-            }
-        })
+            },
+        )
     }
 
     fn vcpu_op(&self, op: VcpuOp<'_>) -> HvResult {
         let id = self.id;
-        self.call(|c| c.vcpu_op += 1, |st| {
-            let dom = st.dom_mut(id)?;
-            match op {
-                VcpuOp::SetSingleshotTimer(t) => dom.timer = Some(t.timeout_abs_ns),
-                VcpuOp::StopSingleshotTimer => dom.timer = None,
-            }
-            dom.wake.notify_all();
-            Ok(())
-        })
+        self.call(
+            |c| c.vcpu_op += 1,
+            |st| {
+                let dom = st.dom_mut(id)?;
+                match op {
+                    VcpuOp::SetSingleshotTimer(t) => dom.timer = Some(t.timeout_abs_ns),
+                    VcpuOp::StopSingleshotTimer => dom.timer = None,
+                }
+                dom.wake.notify_all();
+                Ok(())
+            },
+        )
     }
 
     fn console_io(&self, op: ConsoleIoOp<'_>) -> HvResult {
         let id = self.id;
-        self.call(|c| c.console_io += 1, |st| match op {
-            ConsoleIoOp::Write(b) => {
-                st.dom_mut(id)?.hv_console.extend_from_slice(b);
-                Ok(())
-            }
-        })
+        self.call(
+            |c| c.console_io += 1,
+            |st| match op {
+                ConsoleIoOp::Write(b) => {
+                    st.dom_mut(id)?.hv_console.extend_from_slice(b);
+                    Ok(())
+                }
+            },
+        )
     }
 
     fn now_ns(&self) -> u64 {

@@ -87,13 +87,18 @@
 //! series is logged. Values written through the toolstack API are at most
 //! 4096 bytes (`E2BIG`), as a request's payload is.
 //!
-//! # Not implemented
-//! CONTROL, INTRODUCE, RELEASE, RESUME and SET_TARGET answer `ENOSYS` to
-//! dom0 (the simulated toolstack introduces and releases domains through
-//! [`Xenstored::introduce_domain`] and [`Xenstored::release_domain`]) and
-//! `EACCES` to others, as do IS_DOMAIN_INTRODUCED's privilege check and
-//! every type xenstored does not know (`ENOSYS`). No write rate limiting,
-//! no watch-event timeouts.
+//! The node-size bound counts a node's child list, so an unprivileged
+//! domain cannot grow one directory past a few hundred children (as in
+//! xenstored).
+//!
+//! # Privileged and unimplemented requests
+//! CONTROL, INTRODUCE, RELEASE, IS_DOMAIN_INTRODUCED, RESUME and
+//! SET_TARGET are dom0's: others get `EACCES`. Of these only
+//! IS_DOMAIN_INTRODUCED is implemented; the others answer `ENOSYS` (the
+//! simulated toolstack introduces and releases domains through
+//! [`Xenstored::introduce_domain`] and [`Xenstored::release_domain`]).
+//! Types xenstored does not handle (WATCH_EVENT, ERROR, 20, 23 and above)
+//! answer `ENOSYS`. No write rate limiting, no watch-event timeouts.
 
 mod db;
 mod path;
@@ -101,7 +106,7 @@ mod path;
 mod tests;
 
 use core::fmt;
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 
 use crate::abi::domid::DOMID_SELF;
 use crate::abi::xs_wire::{msg, XENSTORE_PAYLOAD_MAX};
@@ -207,6 +212,9 @@ struct Conn {
     out: VecDeque<(Header, Vec<u8>)>,
     /// Header and payload bytes in `out`.
     out_bytes: usize,
+    /// The payloads of the non-special watch events in `out` (each is
+    /// there once: duplicates are dropped without scanning the queue).
+    queued_events: HashSet<Vec<u8>>,
     dropped: u64,
     overflow_logged: bool,
 }
@@ -220,6 +228,7 @@ impl Conn {
             next_tx: 1,
             out: VecDeque::new(),
             out_bytes: 0,
+            queued_events: HashSet::new(),
             dropped: 0,
             overflow_logged: false,
         }
@@ -256,7 +265,8 @@ impl Conn {
         if body.len() > XENSTORE_PAYLOAD_MAX {
             return;
         }
-        if !path.starts_with('@') && self.out.iter().any(|(h, p)| h.ty == msg::WATCH_EVENT && *p == body) {
+        let special = path.starts_with('@');
+        if !special && self.queued_events.contains(&body) {
             return;
         }
         let size = HEADER_LEN + body.len();
@@ -265,13 +275,24 @@ impl Conn {
             return;
         }
         self.out_bytes += size;
-        let h = Header { ty: msg::WATCH_EVENT, req_id: 0, tx_id: 0, len: body.len() as u32 };
+        if !special {
+            self.queued_events.insert(body.clone());
+        }
+        let h = Header {
+            ty: msg::WATCH_EVENT,
+            req_id: 0,
+            tx_id: 0,
+            len: body.len() as u32,
+        };
         self.out.push_back((h, body));
     }
 
     fn pop(&mut self) -> Option<(Header, Vec<u8>)> {
         let m = self.out.pop_front()?;
         self.out_bytes = self.out_bytes.saturating_sub(HEADER_LEN + m.1.len());
+        if m.0.ty == msg::WATCH_EVENT {
+            self.queued_events.remove(&m.1);
+        }
         if self.out.is_empty() {
             self.overflow_logged = false;
         }
@@ -301,7 +322,7 @@ const OK: &[u8] = b"OK\0";
 /// its NUL (xenstored's `onearg`).
 fn onearg(p: &[u8]) -> Result<&[u8], XsError> {
     match take_cstr(p) {
-        Ok((s, rest)) if rest.is_empty() => Ok(s),
+        Ok((s, [])) => Ok(s),
         _ => Err(XsError::Einval),
     }
 }
@@ -321,7 +342,11 @@ fn cstrings(mut p: &[u8]) -> Vec<&[u8]> {
 /// an optional sign, then digits up to the first non-digit; no digits is 0.
 /// Saturates instead of overflowing.
 fn c_atoi(b: &[u8]) -> i32 {
-    let mut it = b.iter().copied().skip_while(|c| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')).peekable();
+    let mut it = b
+        .iter()
+        .copied()
+        .skip_while(|c| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+        .peekable();
     let neg = match it.peek() {
         Some(b'-') => {
             it.next();
@@ -353,8 +378,19 @@ fn deliver(conns: &mut BTreeMap<ConnId, Conn>, fires: &[Fire]) {
             let hits: Vec<(String, Vec<u8>)> = c
                 .watches
                 .iter()
-                .filter(|w| if f.exact { w.path == f.path } else { is_child(&f.path, &w.path) })
-                .map(|w| (f.path.get(w.prefix_len..).unwrap_or(&f.path).to_string(), w.token.clone()))
+                .filter(|w| {
+                    if f.exact {
+                        w.path == f.path
+                    } else {
+                        is_child(&f.path, &w.path)
+                    }
+                })
+                .map(|w| {
+                    (
+                        f.path.get(w.prefix_len..).unwrap_or(&f.path).to_string(),
+                        w.token.clone(),
+                    )
+                })
                 .collect();
             for (p, t) in hits {
                 c.push_event(&p, &t);
@@ -408,7 +444,10 @@ fn tree_request(op: &mut Op<'_>, ty: u32, p: &[u8]) -> Result<Vec<u8>, XsError> 
             if !op.caller.privileged && perms.len() > MAX_PERMS_PER_NODE {
                 return Err(XsError::Enospc);
             }
-            let perms = perms.iter().map(|s| Perm::parse(s).ok_or(XsError::Einval)).collect::<Result<Vec<_>, _>>()?;
+            let perms = perms
+                .iter()
+                .map(|s| Perm::parse(s).ok_or(XsError::Einval))
+                .collect::<Result<Vec<_>, _>>()?;
             let path = canonicalize(domid, raw, true)?;
             op.set_perms(&path, perms).map(|()| OK.to_vec())
         }
@@ -458,7 +497,12 @@ impl Xenstored {
     /// A fresh store: `/` and `/tool/xenstored` and the special nodes, all
     /// owned by dom0 with no access for others; no domain introduced.
     pub fn new() -> Xenstored {
-        Xenstored { db: Db::new(), conns: BTreeMap::new(), next_conn: 1, introduced: BTreeSet::new() }
+        Xenstored {
+            db: Db::new(),
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            introduced: BTreeSet::new(),
+        }
     }
 
     /// Open a connection for domain `domid` (its ring, or for dom0 one of
@@ -512,7 +556,15 @@ impl Xenstored {
         };
         if let Some(c) = self.conns.get_mut(&conn) {
             let len = body.len() as u32;
-            c.push_reply(Header { ty, req_id: h.req_id, tx_id: h.tx_id, len }, body);
+            c.push_reply(
+                Header {
+                    ty,
+                    req_id: h.req_id,
+                    tx_id: h.tx_id,
+                    len,
+                },
+                body,
+            );
             if let Some((path, token)) = initial {
                 c.push_event(&path, &token);
             }
@@ -529,7 +581,10 @@ impl Xenstored {
         initial: &mut Option<(String, Vec<u8>)>,
     ) -> Result<Vec<u8>, XsError> {
         use msg::*;
-        let privileged_only = matches!(h.ty, CONTROL | INTRODUCE | RELEASE | IS_DOMAIN_INTRODUCED | RESUME | SET_TARGET);
+        let privileged_only = matches!(
+            h.ty,
+            CONTROL | INTRODUCE | RELEASE | IS_DOMAIN_INTRODUCED | RESUME | SET_TARGET
+        );
         let known = privileged_only
             || matches!(
                 h.ty,
@@ -561,7 +616,13 @@ impl Xenstored {
         }
         let tx = match h.tx_id {
             0 => None,
-            id if self.conns.get(&conn).is_some_and(|c| c.txs.contains_key(&id)) => Some(id),
+            id if self
+                .conns
+                .get(&conn)
+                .is_some_and(|c| c.txs.contains_key(&id)) =>
+            {
+                Some(id)
+            }
             _ => return Err(XsError::Enoent),
         };
         match h.ty {
@@ -573,7 +634,11 @@ impl Xenstored {
                     _ => return Err(XsError::Einval),
                 };
                 let id = tx.ok_or(XsError::Enoent)?;
-                let t = self.conns.get_mut(&conn).and_then(|c| c.txs.remove(&id)).ok_or(XsError::Enoent)?;
+                let t = self
+                    .conns
+                    .get_mut(&conn)
+                    .and_then(|c| c.txs.remove(&id))
+                    .ok_or(XsError::Enoent)?;
                 if commit {
                     fires.extend(t.commit(&mut self.db, caller)?);
                 }
@@ -592,8 +657,13 @@ impl Xenstored {
             }
             IS_DOMAIN_INTRODUCED => {
                 let d = c_atoi(onearg(p)?) as u32;
-                let yes = d == u32::from(DOMID_SELF) || DomId::try_from(d).is_ok_and(|d| self.introduced.contains(&d));
-                Ok(if yes { b"T\0".to_vec() } else { b"F\0".to_vec() })
+                let yes = d == u32::from(DOMID_SELF)
+                    || DomId::try_from(d).is_ok_and(|d| self.introduced.contains(&d));
+                Ok(if yes {
+                    b"T\0".to_vec()
+                } else {
+                    b"F\0".to_vec()
+                })
             }
             CONTROL | INTRODUCE | RELEASE | RESUME | SET_TARGET => Err(XsError::Enosys),
             ty => {
@@ -610,12 +680,22 @@ impl Xenstored {
         }
     }
 
-    fn tx_start(&mut self, conn: ConnId, caller: Caller, tx: Option<u32>) -> Result<Vec<u8>, XsError> {
+    fn tx_start(
+        &mut self,
+        conn: ConnId,
+        caller: Caller,
+        tx: Option<u32>,
+    ) -> Result<Vec<u8>, XsError> {
         if tx.is_some() {
             return Err(XsError::Ebusy);
         }
         if !caller.privileged {
-            let open: usize = self.conns.values().filter(|c| c.domid == caller.domid).map(|c| c.txs.len()).sum();
+            let open: usize = self
+                .conns
+                .values()
+                .filter(|c| c.domid == caller.domid)
+                .map(|c| c.txs.len())
+                .sum();
             if open >= MAX_TRANSACTIONS_PER_DOMAIN {
                 return Err(XsError::Enospc);
             }
@@ -645,7 +725,12 @@ impl Xenstored {
         };
         let relative = !matches!(raw.first(), Some(b'/') | Some(b'@'));
         let path = canonicalize(caller.domid, raw, true)?;
-        let held: usize = self.conns.values().filter(|c| c.domid == caller.domid).map(|c| c.watches.len()).sum();
+        let held: usize = self
+            .conns
+            .values()
+            .filter(|c| c.domid == caller.domid)
+            .map(|c| c.watches.len())
+            .sum();
         let c = self.conns.get_mut(&conn).ok_or(XsError::Einval)?;
         if c.watches.iter().any(|w| w.path == path && w.token == token) {
             return Err(XsError::Eexist);
@@ -653,9 +738,20 @@ impl Xenstored {
         if !caller.privileged && held >= MAX_WATCHES_PER_DOMAIN {
             return Err(XsError::E2big);
         }
-        let prefix_len = if relative { home(caller.domid).len() + 1 } else { 0 };
-        *initial = Some((path.get(prefix_len..).unwrap_or(&path).to_string(), token.to_vec()));
-        c.watches.push(Watch { path, token: token.to_vec(), prefix_len });
+        let prefix_len = if relative {
+            home(caller.domid).len() + 1
+        } else {
+            0
+        };
+        *initial = Some((
+            path.get(prefix_len..).unwrap_or(&path).to_string(),
+            token.to_vec(),
+        ));
+        c.watches.push(Watch {
+            path,
+            token: token.to_vec(),
+            prefix_len,
+        });
         Ok(OK.to_vec())
     }
 
@@ -666,7 +762,11 @@ impl Xenstored {
         };
         let path = canonicalize(caller.domid, raw, true)?;
         let c = self.conns.get_mut(&conn).ok_or(XsError::Einval)?;
-        let i = c.watches.iter().position(|w| w.path == path && w.token == token).ok_or(XsError::Enoent)?;
+        let i = c
+            .watches
+            .iter()
+            .position(|w| w.path == path && w.token == token)
+            .ok_or(XsError::Enoent)?;
         c.watches.remove(i);
         Ok(OK.to_vec())
     }
@@ -680,9 +780,15 @@ impl Xenstored {
     /// Like [`take_output`](Self::take_output), but only whole messages
     /// totalling at most `max_bytes` (headers included), except that the
     /// first message is always taken: for a shell with limited room.
-    pub fn take_output_limited(&mut self, conn: ConnId, max_bytes: usize) -> Vec<(Header, Vec<u8>)> {
+    pub fn take_output_limited(
+        &mut self,
+        conn: ConnId,
+        max_bytes: usize,
+    ) -> Vec<(Header, Vec<u8>)> {
         let mut out = Vec::new();
-        let Some(c) = self.conns.get_mut(&conn) else { return out };
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return out;
+        };
         let mut total = 0usize;
         while let Some((_, body)) = c.out.front() {
             let size = HEADER_LEN + body.len();
@@ -706,7 +812,10 @@ impl Xenstored {
     }
 
     /// Run a tree operation as the toolstack and fire its watches.
-    fn as_toolstack<R>(&mut self, f: impl FnOnce(&mut Op<'_>) -> Result<R, XsError>) -> Result<R, XsError> {
+    fn as_toolstack<R>(
+        &mut self,
+        f: impl FnOnce(&mut Op<'_>) -> Result<R, XsError>,
+    ) -> Result<R, XsError> {
         let mut op = Op::new(&mut self.db, None, Caller::TOOLSTACK);
         let r = f(&mut op);
         let fires = core::mem::take(&mut op.fires);
@@ -748,19 +857,28 @@ impl Xenstored {
     /// Toolstack: the value at `path`.
     pub fn read(&self, path: &str) -> Result<Vec<u8>, XsError> {
         let path = canonicalize(0, path.as_bytes(), false)?;
-        self.db.get(&path).map(|n| n.value.clone()).ok_or(XsError::Enoent)
+        self.db
+            .get(&path)
+            .map(|n| n.value.clone())
+            .ok_or(XsError::Enoent)
     }
 
     /// Toolstack: the child names of `path`, in creation order.
     pub fn directory(&self, path: &str) -> Result<Vec<String>, XsError> {
         let path = canonicalize(0, path.as_bytes(), false)?;
-        self.db.get(&path).map(|n| n.children.clone()).ok_or(XsError::Enoent)
+        self.db
+            .get(&path)
+            .map(|n| n.children.clone())
+            .ok_or(XsError::Enoent)
     }
 
     /// Toolstack: the permission list of `path` (special nodes included).
     pub fn get_perms(&self, path: &str) -> Result<Vec<Perm>, XsError> {
         let path = canonicalize(0, path.as_bytes(), true)?;
-        self.db.get(&path).map(|n| n.perms.clone()).ok_or(XsError::Enoent)
+        self.db
+            .get(&path)
+            .map(|n| n.perms.clone())
+            .ok_or(XsError::Enoent)
     }
 
     /// Toolstack: whether `path` exists.
@@ -833,6 +951,13 @@ impl Xenstored {
         };
         let mut perm_sets = vec![node.perms.clone()];
         perm_sets.extend(self.db.get("/").map(|r| r.perms.clone()));
-        deliver(&mut self.conns, &[Fire { path: name.to_string(), exact: true, perm_sets }]);
+        deliver(
+            &mut self.conns,
+            &[Fire {
+                path: name.to_string(),
+                exact: true,
+                perm_sets,
+            }],
+        );
     }
 }

@@ -63,12 +63,38 @@ impl Header {
             return Err(WireError::ShortHeader(b.len()));
         }
         let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let h = Header { ty: w(0), req_id: w(4), tx_id: w(8), len: w(12) };
+        let h = Header {
+            ty: w(0),
+            req_id: w(4),
+            tx_id: w(8),
+            len: w(12),
+        };
         if h.len as usize > XENSTORE_PAYLOAD_MAX {
             return Err(WireError::Oversized(h.len));
         }
         if !known_type(h.ty) {
             return Err(WireError::UnknownType(h.ty));
+        }
+        Ok(h)
+    }
+
+    /// Parse a header for framing only: the length is checked (a payload
+    /// over 4096 bytes breaks the stream), the type is not. xenstored
+    /// frames this way and answers an unknown type with `ENOSYS` instead of
+    /// dropping the connection.
+    pub fn parse_frame(b: &[u8]) -> Result<Header, WireError> {
+        if b.len() < HEADER_LEN {
+            return Err(WireError::ShortHeader(b.len()));
+        }
+        let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let h = Header {
+            ty: w(0),
+            req_id: w(4),
+            tx_id: w(8),
+            len: w(12),
+        };
+        if h.len as usize > XENSTORE_PAYLOAD_MAX {
+            return Err(WireError::Oversized(h.len));
         }
         Ok(h)
     }
@@ -147,13 +173,20 @@ const XS_ERRORS: &[(XsError, &str)] = &[
 impl XsError {
     /// The name as sent on the wire (`"ENOENT"`).
     pub fn name(self) -> &'static str {
-        XS_ERRORS.iter().find(|(e, _)| *e == self).map(|(_, n)| *n).unwrap_or("EINVAL")
+        XS_ERRORS
+            .iter()
+            .find(|(e, _)| *e == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("EINVAL")
     }
 
     /// Parse an `XS_ERROR` payload (`"ENOENT\0"`; the NUL is optional).
     pub fn from_payload(p: &[u8]) -> Option<XsError> {
         let p = p.strip_suffix(b"\0").unwrap_or(p);
-        XS_ERRORS.iter().find(|(_, n)| n.as_bytes() == p).map(|(e, _)| *e)
+        XS_ERRORS
+            .iter()
+            .find(|(_, n)| n.as_bytes() == p)
+            .map(|(e, _)| *e)
     }
 }
 
@@ -174,7 +207,10 @@ pub fn nul_fields(p: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Take the first NUL-terminated field of `p`, returning it and the rest.
 pub fn take_cstr(p: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
-    let i = p.iter().position(|&b| b == 0).ok_or(WireError::MissingNul)?;
+    let i = p
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(WireError::MissingNul)?;
     Ok((&p[..i], &p[i + 1..]))
 }
 
@@ -184,15 +220,31 @@ mod tests {
 
     #[test]
     fn header_roundtrip_and_errors() {
-        let h = Header { ty: msg::READ, req_id: 7, tx_id: 3, len: 12 };
+        let h = Header {
+            ty: msg::READ,
+            req_id: 7,
+            tx_id: 3,
+            len: 12,
+        };
         assert_eq!(Header::parse(&h.encode()), Ok(h));
         assert_eq!(Header::parse(&[0; 15]), Err(WireError::ShortHeader(15)));
         let mut big = h;
         big.len = 4097;
-        assert_eq!(Header::parse(&big.encode()), Err(WireError::Oversized(4097)));
+        assert_eq!(
+            Header::parse(&big.encode()),
+            Err(WireError::Oversized(4097))
+        );
         let mut bad = h;
         bad.ty = 20;
-        assert_eq!(Header::parse(&bad.encode()), Err(WireError::UnknownType(20)));
+        assert_eq!(
+            Header::parse(&bad.encode()),
+            Err(WireError::UnknownType(20))
+        );
+        assert_eq!(Header::parse_frame(&bad.encode()), Ok(bad));
+        assert_eq!(
+            Header::parse_frame(&big.encode()),
+            Err(WireError::Oversized(4097))
+        );
     }
 
     #[test]

@@ -52,11 +52,17 @@ pub(super) struct Caller {
 
 impl Caller {
     /// The toolstack in dom0 using the direct API.
-    pub(super) const TOOLSTACK: Caller = Caller { domid: 0, privileged: true };
+    pub(super) const TOOLSTACK: Caller = Caller {
+        domid: 0,
+        privileged: true,
+    };
 
     /// A connection of domain `domid`.
     pub(super) fn of(domid: DomId) -> Caller {
-        Caller { domid, privileged: domid == 0 }
+        Caller {
+            domid,
+            privileged: domid == 0,
+        }
     }
 
     /// What this caller may do with a node with `perms` (xenstored's
@@ -65,12 +71,20 @@ impl Caller {
     /// default for unlisted domains.
     pub(super) fn perm(self, perms: &[Perm]) -> u8 {
         let Some(owner) = perms.first() else {
-            return if self.privileged { READ | WRITE | OWNER } else { 0 };
+            return if self.privileged {
+                READ | WRITE | OWNER
+            } else {
+                0
+            };
         };
         if self.privileged || owner.domid == self.domid {
             return READ | WRITE | OWNER;
         }
-        let own = perms.get(1..).unwrap_or(&[]).iter().find(|p| p.domid == self.domid);
+        let own = perms
+            .get(1..)
+            .unwrap_or(&[])
+            .iter()
+            .find(|p| p.domid == self.domid);
         access_bits(own.unwrap_or(owner).access)
     }
 }
@@ -88,7 +102,12 @@ pub(super) struct Node {
 
 impl Node {
     fn new(perms: Vec<Perm>) -> Node {
-        Node { value: Vec::new(), perms, children: Vec::new(), generation: 0 }
+        Node {
+            value: Vec::new(),
+            perms,
+            children: Vec::new(),
+            generation: 0,
+        }
     }
 
     pub(super) fn owner(&self) -> DomId {
@@ -126,7 +145,11 @@ impl Db {
     /// The tree xenstored starts with: `/`, `/tool/xenstored` and the two
     /// special nodes, all owned by dom0 with no access for others (`n0`).
     pub(super) fn new() -> Db {
-        let mut db = Db { nodes: BTreeMap::new(), generation: 0, owned: BTreeMap::new() };
+        let mut db = Db {
+            nodes: BTreeMap::new(),
+            generation: 0,
+            owned: BTreeMap::new(),
+        };
         let n0 = || Node::new(vec![Perm::none(0)]);
         let mut root = n0();
         root.children.push("tool".into());
@@ -192,7 +215,10 @@ impl Db {
         let mut seen = std::collections::BTreeSet::new();
         let mut stack = vec!["/".to_string()];
         while let Some(p) = stack.pop() {
-            let n = self.nodes.get(&p).unwrap_or_else(|| panic!("listed node {p} missing"));
+            let n = self
+                .nodes
+                .get(&p)
+                .unwrap_or_else(|| panic!("listed node {p} missing"));
             assert!(!n.perms.is_empty(), "{p} has no owner");
             assert!(seen.insert(p.clone()), "{p} listed twice");
             for c in &n.children {
@@ -220,7 +246,9 @@ impl Db {
         let mut roots = Vec::new();
         let mut stack = vec!["/".to_string()];
         while let Some(p) = stack.pop() {
-            let Some(n) = self.nodes.get(&p) else { continue };
+            let Some(n) = self.nodes.get(&p) else {
+                continue;
+            };
             if p != "/" && n.owner() == domid {
                 roots.push(p);
                 continue;
@@ -272,7 +300,11 @@ impl Tx {
             fail: false,
             node_created: false,
             owned_delta: BTreeMap::new(),
-            max_nodes: if caller.privileged { usize::MAX } else { MAX_TRANSACTION_NODES },
+            max_nodes: if caller.privileged {
+                usize::MAX
+            } else {
+                MAX_TRANSACTION_NODES
+            },
         }
     }
 
@@ -319,7 +351,11 @@ impl Tx {
                 }
             }
         }
-        if self.touched.iter().any(|t| db.get(&t.path).map(|n| n.generation) != t.base_gen) {
+        if self
+            .touched
+            .iter()
+            .any(|t| db.get(&t.path).map(|n| n.generation) != t.base_gen)
+        {
             return Err(XsError::Eagain);
         }
         let mut fires = Vec::new();
@@ -342,7 +378,11 @@ impl Tx {
                     sets.push(n.perms.clone());
                     sets.extend(db.get(parent_of(&t.path)).map(|p| p.perms.clone()));
                 }
-                fires.push(Fire { path: t.path, exact, perm_sets: sets });
+                fires.push(Fire {
+                    path: t.path,
+                    exact,
+                    perm_sets: sets,
+                });
             }
         }
         Ok(fires)
@@ -371,7 +411,12 @@ pub(super) struct Op<'a> {
 
 impl<'a> Op<'a> {
     pub(super) fn new(db: &'a mut Db, tx: Option<&'a mut Tx>, caller: Caller) -> Op<'a> {
-        Op { db, tx, caller, fires: Vec::new() }
+        Op {
+            db,
+            tx,
+            caller,
+            fires: Vec::new(),
+        }
     }
 
     /// The node at `path` as this operation sees it (recorded as accessed
@@ -396,7 +441,11 @@ impl<'a> Op<'a> {
                 let i = tx.touch(self.db, path)?;
                 node.generation = self.db.next_generation();
                 let new_owner = node.owner();
-                let old_owner = tx.touched.get(i).and_then(|t| t.node.as_ref()).map(Node::owner);
+                let old_owner = tx
+                    .touched
+                    .get(i)
+                    .and_then(|t| t.node.as_ref())
+                    .map(Node::owner);
                 if let Some(o) = old_owner {
                     tx.delta(o, -1);
                 }
@@ -418,7 +467,11 @@ impl<'a> Op<'a> {
             }
             Some(tx) => {
                 let i = tx.touch(self.db, path)?;
-                let old_owner = tx.touched.get(i).and_then(|t| t.node.as_ref()).map(Node::owner);
+                let old_owner = tx
+                    .touched
+                    .get(i)
+                    .and_then(|t| t.node.as_ref())
+                    .map(Node::owner);
                 if let Some(o) = old_owner {
                     tx.delta(o, -1);
                 }
@@ -433,7 +486,12 @@ impl<'a> Op<'a> {
 
     /// Nodes owned by `domid` as this operation sees the tree.
     fn owned(&self, domid: DomId) -> usize {
-        let delta = self.tx.as_deref().and_then(|t| t.owned_delta.get(&domid)).copied().unwrap_or(0);
+        let delta = self
+            .tx
+            .as_deref()
+            .and_then(|t| t.owned_delta.get(&domid))
+            .copied()
+            .unwrap_or(0);
         (self.db.owned(domid) as i64 + delta).max(0) as usize
     }
 
@@ -446,7 +504,11 @@ impl<'a> Op<'a> {
         match self.tx.as_deref_mut() {
             None => {
                 let perm_sets = sets(self.db);
-                self.fires.push(Fire { path: path.to_string(), exact, perm_sets });
+                self.fires.push(Fire {
+                    path: path.to_string(),
+                    exact,
+                    perm_sets,
+                });
             }
             Some(tx) => match tx.index.get(path).and_then(|&i| tx.touched.get_mut(i)) {
                 Some(t) => t.fire = Some(t.fire.map_or(exact, |e| e && exact)),
@@ -468,13 +530,21 @@ impl<'a> Op<'a> {
     /// so that nothing is revealed about places it may not look.
     pub(super) fn get_checked(&mut self, path: &str, want: u8) -> Result<Node, XsError> {
         if let Some(n) = self.get(path)? {
-            return if self.caller.perm(&n.perms) & want == want { Ok(n) } else { Err(XsError::Eacces) };
+            return if self.caller.perm(&n.perms) & want == want {
+                Ok(n)
+            } else {
+                Err(XsError::Eacces)
+            };
         }
         let mut p = path;
         loop {
             p = parent_of(p);
             if let Some(n) = self.get(p)? {
-                return Err(if self.caller.perm(&n.perms) & want != 0 { XsError::Enoent } else { XsError::Eacces });
+                return Err(if self.caller.perm(&n.perms) & want != 0 {
+                    XsError::Enoent
+                } else {
+                    XsError::Eacces
+                });
             }
             if p == "/" {
                 return Err(XsError::Eacces);
@@ -501,7 +571,9 @@ impl<'a> Op<'a> {
             missing.push(parent_path.clone());
             parent_path = parent_of(&parent_path).to_string();
         };
-        if !self.caller.privileged && self.owned(self.caller.domid) + missing.len() > MAX_NODES_PER_DOMAIN {
+        if !self.caller.privileged
+            && self.owned(self.caller.domid) + missing.len() > MAX_NODES_PER_DOMAIN
+        {
             return Err(XsError::Enospc);
         }
         let mut perms = parent.perms.clone();
@@ -612,7 +684,12 @@ impl<'a> Op<'a> {
             parent_perms: Vec<Perm>,
             next: usize,
         }
-        let mut stack = vec![Frame { path: path.to_string(), node, parent_perms: parent.perms.clone(), next: 0 }];
+        let mut stack = vec![Frame {
+            path: path.to_string(),
+            node,
+            parent_perms: parent.perms.clone(),
+            next: 0,
+        }];
         while let Some(top) = stack.last_mut() {
             if let Some(name) = top.node.children.get(top.next) {
                 let child = child_path(&top.path, name);
@@ -621,7 +698,12 @@ impl<'a> Op<'a> {
                 // A listed child that does not exist would be a corrupt
                 // tree; skip it rather than fail half-way.
                 if let Some(n) = self.get(&child)? {
-                    stack.push(Frame { path: child, node: n, parent_perms: perms, next: 0 });
+                    stack.push(Frame {
+                        path: child,
+                        node: n,
+                        parent_perms: perms,
+                        next: 0,
+                    });
                 }
                 continue;
             }

@@ -44,7 +44,11 @@ fn local_prefix_len(name: &str) -> usize {
 /// most [`XENSTORE_ABS_PATH_MAX`] bytes, and its part after a
 /// `/local/domain/<id>/` prefix (all of it, without such a prefix) at most
 /// [`XENSTORE_REL_PATH_MAX`]. Anything else is `EINVAL`.
-pub(super) fn canonicalize(domid: DomId, raw: &[u8], allow_special: bool) -> Result<String, XsError> {
+pub(super) fn canonicalize(
+    domid: DomId,
+    raw: &[u8],
+    allow_special: bool,
+) -> Result<String, XsError> {
     if !raw.iter().all(|&b| valid_char(b)) {
         return Err(XsError::Einval);
     }
@@ -60,7 +64,9 @@ pub(super) fn canonicalize(domid: DomId, raw: &[u8], allow_special: bool) -> Res
     if (name.ends_with('/') && name != "/") || name.contains("//") {
         return Err(XsError::Einval);
     }
-    if name.len() > XENSTORE_ABS_PATH_MAX || name.len() - local_prefix_len(&name) > XENSTORE_REL_PATH_MAX {
+    if name.len() > XENSTORE_ABS_PATH_MAX
+        || name.len() - local_prefix_len(&name) > XENSTORE_REL_PATH_MAX
+    {
         return Err(XsError::Einval);
     }
     Ok(name)
@@ -112,9 +118,18 @@ mod tests {
     fn canonical_forms() {
         assert_eq!(canonicalize(5, b"/", false).unwrap(), "/");
         assert_eq!(canonicalize(5, b"/a/b-c_D9", false).unwrap(), "/a/b-c_D9");
-        assert_eq!(canonicalize(5, b"data/x", false).unwrap(), "/local/domain/5/data/x");
-        assert_eq!(canonicalize(0, b"name", false).unwrap(), "/local/domain/0/name");
-        assert_eq!(canonicalize(5, b"@releaseDomain", true).unwrap(), "@releaseDomain");
+        assert_eq!(
+            canonicalize(5, b"data/x", false).unwrap(),
+            "/local/domain/5/data/x"
+        );
+        assert_eq!(
+            canonicalize(0, b"name", false).unwrap(),
+            "/local/domain/0/name"
+        );
+        assert_eq!(
+            canonicalize(5, b"@releaseDomain", true).unwrap(),
+            "@releaseDomain"
+        );
         assert_eq!(canonicalize(5, b"/a@b", false).unwrap(), "/a@b");
     }
 
@@ -145,7 +160,10 @@ mod tests {
         let ok = format!("/{}", "a".repeat(2047));
         assert!(canonicalize(0, ok.as_bytes(), false).is_ok());
         let long = format!("/{}", "a".repeat(2048));
-        assert_eq!(canonicalize(0, long.as_bytes(), false), Err(XsError::Einval));
+        assert_eq!(
+            canonicalize(0, long.as_bytes(), false),
+            Err(XsError::Einval)
+        );
         // Below /local/domain/<id>/ only the rest counts ...
         let rel = "a".repeat(2048);
         assert!(canonicalize(7, rel.as_bytes(), false).is_ok());
@@ -156,7 +174,10 @@ mod tests {
         assert!(canonicalize(0, deep.as_bytes(), false).is_ok());
         let deep = format!("/local/domain/123456/{}", "b".repeat(2040));
         assert_eq!(local_prefix_len(&deep), 0);
-        assert_eq!(canonicalize(0, deep.as_bytes(), false), Err(XsError::Einval));
+        assert_eq!(
+            canonicalize(0, deep.as_bytes(), false),
+            Err(XsError::Einval)
+        );
         assert_eq!(local_prefix_len("/local/domain/12345/x"), 20);
         assert_eq!(local_prefix_len("/local/domain/1"), 0);
         assert_eq!(local_prefix_len("/local/domain//x"), 0);
