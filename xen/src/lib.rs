@@ -25,8 +25,12 @@ pub mod abi;
 pub mod console;
 pub mod evtchn;
 pub mod gnttab;
+#[cfg(feature = "pvh")]
+pub mod hypercall;
 pub mod hypervisor;
 pub mod memory;
+#[cfg(feature = "pvh")]
+pub mod pvh;
 pub mod ring;
 pub mod store;
 pub mod xenbus;
