@@ -3,7 +3,9 @@
 //!
 //! At entry (docs/misc/pvh.pandoc) the CPU is in 32-bit protected mode,
 //! paging off, `ebx` = physical address of `hvm_start_info`, CR4 = 0, no
-//! stack, GDT or IDT. The stub, in order: saves `ebx`; builds page tables
+//! stack, GDT or IDT (Xen enters with `esp = 0`; QEMU happens to leave a
+//! usable one, so only real Xen catches a stub that pushes too early). The
+//! stub, in order: saves `ebx`; takes the boot stack; builds page tables
 //! identity-mapping 0..5 GiB with 2 MiB pages (RAM, the special pages below
 //! 4 GiB, and the 4..5 GiB hole where Xen places foreign grant mappings);
 //! enables PAE and SSE (CR4.OSFXSR/OSXMMEXCPT, CR0.MP, !CR0.EM: compiled
@@ -56,6 +58,10 @@ core::arch::global_asm!(
     "cli",
     "cld",
     "mov esi, ebx",
+    // PVH gives no stack (Xen enters with esp = 0): take ours before the
+    // first push (the far return below).
+    "mov esp, offset {stack}",
+    "add esp, {stack_size}",
     // PML4[0] -> PDPT
     "mov eax, offset {pdpt}",
     "or eax, 3",
