@@ -21,6 +21,8 @@
 pub mod bitmap;
 #[cfg(feature = "sim")]
 pub mod host;
+#[cfg(feature = "libxen-shim")]
+pub mod libxen_shim;
 
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};

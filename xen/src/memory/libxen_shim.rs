@@ -1,0 +1,1 @@
+//! The libxen C interfaces backed by the simulator (being written).
