@@ -287,6 +287,29 @@ impl SharedMem {
         }
     }
 
+    /// Copy `out.len()` bytes out of a byte ring of `size` bytes (a power of
+    /// two) at `base`, starting at the free-running index `start`, wrapping
+    /// at the end of the ring. `out.len()` must not exceed `size`.
+    pub fn read_ring(&self, base: usize, size: usize, start: u32, out: &mut [u8]) {
+        debug_assert!(size.is_power_of_two() && out.len() <= size);
+        let first = start as usize & (size - 1);
+        let n1 = out.len().min(size - first);
+        let (a, b) = out.split_at_mut(n1);
+        self.read_bytes(base + first, a);
+        self.read_bytes(base, b);
+    }
+
+    /// Copy `data` into a byte ring of `size` bytes (a power of two) at
+    /// `base`, starting at the free-running index `start`, wrapping at the
+    /// end of the ring. `data.len()` must not exceed `size`.
+    pub fn write_ring(&self, base: usize, size: usize, start: u32, data: &[u8]) {
+        debug_assert!(size.is_power_of_two() && data.len() <= size);
+        let first = start as usize & (size - 1);
+        let n1 = data.len().min(size - first);
+        self.write_bytes(base + first, &data[..n1]);
+        self.write_bytes(base, &data[n1..]);
+    }
+
     /// Set `len` bytes at `off` to `byte`.
     pub fn fill(&self, off: usize, len: usize, byte: u8) {
         let p = self.at(off, len);
@@ -393,6 +416,19 @@ mod tests {
         assert_eq!(m.read_u64(1001), 0x0102_0304_0506_0708);
         assert_eq!(m.read_u16(1001), 0x0708);
         assert!(std::panic::catch_unwind(|| m.load_u32(2, Ordering::SeqCst)).is_err());
+    }
+
+    #[test]
+    fn ring_copies_wrap() {
+        let p = LocalPages::new(1);
+        let m = p.mem();
+        m.write_ring(64, 16, u32::MAX - 2, b"abcdefgh");
+        let mut out = [0u8; 8];
+        m.read_ring(64, 16, u32::MAX - 2, &mut out);
+        assert_eq!(&out, b"abcdefgh");
+        // The first three bytes went to the end of the ring, the rest to its start.
+        assert_eq!(m.read_u8(64 + 13), b'a');
+        assert_eq!(m.read_u8(64), b'd');
     }
 
     #[test]

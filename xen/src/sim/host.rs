@@ -26,20 +26,15 @@ use crate::abi::domid::DOMID_SELF;
 use crate::abi::event_channel::EvtchnAllocUnbound;
 use crate::abi::grant_table::{GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE};
 use crate::abi::hvm::*;
-use crate::abi::xs_wire::{XenstoreDomainInterface, XENSTORE_RING_SIZE};
+use crate::abi::xs_wire::XENSTORE_RING_SIZE;
 use crate::abi::{DomId, EvtchnPort};
 use crate::evtchn::EventChannels;
 use crate::gnttab::{map_grant_refs, ForeignMapping};
 use crate::hypervisor::{EvtchnOp, Hypervisor};
-use crate::memory::{mb, rmb, wmb, SharedMem};
+use crate::memory::{mb, rmb, wmb};
 use crate::store::wire::{Header, HEADER_LEN};
 
-const REQ: usize = offset_of!(XenstoreDomainInterface, req);
-const RSP: usize = offset_of!(XenstoreDomainInterface, rsp);
-const REQ_CONS: usize = offset_of!(XenstoreDomainInterface, req_cons);
-const REQ_PROD: usize = offset_of!(XenstoreDomainInterface, req_prod);
-const RSP_CONS: usize = offset_of!(XenstoreDomainInterface, rsp_cons);
-const RSP_PROD: usize = offset_of!(XenstoreDomainInterface, rsp_prod);
+use crate::store::transport::layout::{REQ, REQ_CONS, REQ_PROD, RSP, RSP_CONS, RSP_PROD};
 const OUT: usize = offset_of!(XenconsInterface, out);
 const OUT_CONS: usize = offset_of!(XenconsInterface, out_cons);
 const OUT_PROD: usize = offset_of!(XenconsInterface, out_prod);
@@ -416,7 +411,7 @@ fn serve_store(xs: &mut Xenstored, sc: &mut StoreConn, d: DomId) -> bool {
     if avail > 0 {
         rmb();
         let mut buf = vec![0u8; avail];
-        read_ring(&ring, REQ, XENSTORE_RING_SIZE, cons, &mut buf);
+        ring.read_ring(REQ, XENSTORE_RING_SIZE, cons, &mut buf);
         sc.inbuf.extend_from_slice(&buf);
         mb();
         ring.store_u32(REQ_CONS, cons.wrapping_add(avail as u32), Ordering::Release);
@@ -461,7 +456,7 @@ fn serve_store(xs: &mut Xenstored, sc: &mut StoreConn, d: DomId) -> bool {
         let n = (XENSTORE_RING_SIZE - used).min(sc.outbuf.len());
         if n > 0 {
             let chunk: Vec<u8> = sc.outbuf.drain(..n).collect();
-            write_ring(&ring, RSP, XENSTORE_RING_SIZE, prod, &chunk);
+            ring.write_ring(RSP, XENSTORE_RING_SIZE, prod, &chunk);
             wmb();
             ring.store_u32(RSP_PROD, prod.wrapping_add(n as u32), Ordering::Release);
             changed = true;
@@ -481,7 +476,7 @@ fn serve_console(cc: &mut ConsoleConn, name: &str) -> bool {
     }
     rmb();
     let mut buf = vec![0u8; avail];
-    read_ring(&ring, OUT, XENCONS_OUT_SIZE, cons, &mut buf);
+    ring.read_ring(OUT, XENCONS_OUT_SIZE, cons, &mut buf);
     mb();
     ring.store_u32(OUT_CONS, prod, Ordering::Release);
     if cc.log.len() + buf.len() <= MAX_CONSOLE_LOG {
@@ -499,19 +494,4 @@ fn serve_console(cc: &mut ConsoleConn, name: &str) -> bool {
         }
     }
     true
-}
-
-fn read_ring(ring: &SharedMem, base: usize, size: usize, start: u32, out: &mut [u8]) {
-    let first = start as usize & (size - 1);
-    let n1 = out.len().min(size - first);
-    ring.read_bytes(base + first, &mut out[..n1]);
-    let rest = out.len() - n1;
-    ring.read_bytes(base, &mut out[n1..n1 + rest]);
-}
-
-fn write_ring(ring: &SharedMem, base: usize, size: usize, start: u32, data: &[u8]) {
-    let first = start as usize & (size - 1);
-    let n1 = data.len().min(size - first);
-    ring.write_bytes(base + first, &data[..n1]);
-    ring.write_bytes(base, &data[n1..]);
 }

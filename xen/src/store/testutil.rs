@@ -13,18 +13,13 @@ use core::sync::atomic::Ordering;
 
 use crate::abi::hvm::{HVM_PARAM_STORE_EVTCHN, HVM_PARAM_STORE_PFN};
 use crate::abi::shared_info::SharedInfo;
-use crate::abi::xs_wire::{msg, XenstoreDomainInterface, XENSTORE_RING_SIZE};
+use crate::abi::xs_wire::{msg, XENSTORE_RING_SIZE};
 use crate::abi::{Errno, EvtchnPort};
 use crate::hypervisor::*;
 use crate::memory::{Gfn, GuestMemory, LocalPages, SharedMem};
 use crate::store::wire::{take_cstr, Header, HEADER_LEN};
 
-const REQ: usize = offset_of!(XenstoreDomainInterface, req);
-const RSP: usize = offset_of!(XenstoreDomainInterface, rsp);
-const REQ_CONS: usize = offset_of!(XenstoreDomainInterface, req_cons);
-const REQ_PROD: usize = offset_of!(XenstoreDomainInterface, req_prod);
-const RSP_CONS: usize = offset_of!(XenstoreDomainInterface, rsp_cons);
-const RSP_PROD: usize = offset_of!(XenstoreDomainInterface, rsp_prod);
+use crate::store::transport::layout::*;
 const RING: u32 = XENSTORE_RING_SIZE as u32;
 
 /// One message: header plus payload.

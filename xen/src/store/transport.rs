@@ -26,13 +26,26 @@ use super::error::{ProtocolError, RingSide};
 use crate::abi::xs_wire::{XenstoreDomainInterface, XENSTORE_RING_SIZE};
 use crate::memory::{mb, rmb, wmb, SharedMem};
 
-const REQ: usize = offset_of!(XenstoreDomainInterface, req);
-const RSP: usize = offset_of!(XenstoreDomainInterface, rsp);
-const REQ_CONS: usize = offset_of!(XenstoreDomainInterface, req_cons);
-const REQ_PROD: usize = offset_of!(XenstoreDomainInterface, req_prod);
-const RSP_CONS: usize = offset_of!(XenstoreDomainInterface, rsp_cons);
-const RSP_PROD: usize = offset_of!(XenstoreDomainInterface, rsp_prod);
-const SERVER_FEATURES: usize = offset_of!(XenstoreDomainInterface, server_features);
+/// Byte offsets in the xenstore ring page (`struct
+/// xenstore_domain_interface`), shared with the simulated xenstored.
+pub(crate) mod layout {
+    use super::{offset_of, XenstoreDomainInterface};
+    /// The request ring.
+    pub(crate) const REQ: usize = offset_of!(XenstoreDomainInterface, req);
+    /// The response ring.
+    pub(crate) const RSP: usize = offset_of!(XenstoreDomainInterface, rsp);
+    /// `req_cons` (server writes).
+    pub(crate) const REQ_CONS: usize = offset_of!(XenstoreDomainInterface, req_cons);
+    /// `req_prod` (guest writes).
+    pub(crate) const REQ_PROD: usize = offset_of!(XenstoreDomainInterface, req_prod);
+    /// `rsp_cons` (guest writes).
+    pub(crate) const RSP_CONS: usize = offset_of!(XenstoreDomainInterface, rsp_cons);
+    /// `rsp_prod` (server writes).
+    pub(crate) const RSP_PROD: usize = offset_of!(XenstoreDomainInterface, rsp_prod);
+    /// `server_features`.
+    pub(crate) const SERVER_FEATURES: usize = offset_of!(XenstoreDomainInterface, server_features);
+}
+use layout::*;
 const RING: u32 = XENSTORE_RING_SIZE as u32;
 
 /// What one transport operation did.
@@ -102,10 +115,8 @@ impl RingTransport {
         // The server's `req_cons` must be read before we reuse the space it
         // freed.
         mb();
-        let start = (prod & (RING - 1)) as usize;
-        let first = n.min(XENSTORE_RING_SIZE - start);
-        self.mem.write_bytes(REQ + start, &data[..first]);
-        self.mem.write_bytes(REQ, &data[first..n]);
+        self.mem
+            .write_ring(REQ, XENSTORE_RING_SIZE, prod, &data[..n]);
         // The bytes must be visible before the index that publishes them.
         wmb();
         self.req_prod = prod.wrapping_add(n as u32);
@@ -133,10 +144,8 @@ impl RingTransport {
         }
         // The data must not be read before `rsp_prod`.
         rmb();
-        let start = (cons & (RING - 1)) as usize;
-        let first = n.min(XENSTORE_RING_SIZE - start);
-        self.mem.read_bytes(RSP + start, &mut buf[..first]);
-        self.mem.read_bytes(RSP, &mut buf[first..n]);
+        self.mem
+            .read_ring(RSP, XENSTORE_RING_SIZE, cons, &mut buf[..n]);
         // The reads must finish before the server may overwrite the bytes.
         mb();
         self.rsp_cons = cons.wrapping_add(n as u32);

@@ -59,19 +59,7 @@ impl Header {
     /// Parse a header from the first 16 bytes of `b`, checking `len` and
     /// the type.
     pub fn parse(b: &[u8]) -> Result<Header, WireError> {
-        if b.len() < HEADER_LEN {
-            return Err(WireError::ShortHeader(b.len()));
-        }
-        let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let h = Header {
-            ty: w(0),
-            req_id: w(4),
-            tx_id: w(8),
-            len: w(12),
-        };
-        if h.len as usize > XENSTORE_PAYLOAD_MAX {
-            return Err(WireError::Oversized(h.len));
-        }
+        let h = Header::parse_frame(b)?;
         if !known_type(h.ty) {
             return Err(WireError::UnknownType(h.ty));
         }
