@@ -24,7 +24,7 @@ DEB_PACKAGES := libxen-dev gcc g++ pkg-config qemu-system-x86 binutils
 
 # Host builds (lab, tests, simulator). `--all-features` is not used: the
 # `pvh` feature (the freestanding kernel runtime) excludes `std`.
-HOST_FEATURES := --features xen/sim
+HOST_FEATURES := --features xen/sim,qubesdb/sim
 
 # The unikernel: built for the host triple as no_std/no_main with its own
 # linker script (firewall/build.rs, firewall/vmlinuz.ld). The explicit

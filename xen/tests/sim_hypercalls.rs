@@ -595,3 +595,17 @@ fn destroyed_domain_releases_channels_and_mappings() {
     assert_eq!(ea.status(pa).unwrap().status, EVTCHNSTAT_UNBOUND);
     assert!(x.domain(b.domid()).is_none());
 }
+
+#[test]
+fn second_event_channel_service_reuses_shared_info() {
+    let (_x, _d0, a, b) = three();
+    let ea = EventChannels::new(a.clone()).unwrap();
+    let eb = EventChannels::new(b.clone()).unwrap();
+    let pa = ea.alloc_unbound(b.domid()).unwrap();
+    let pb = eb.bind_interdomain(a.domid(), pa).unwrap();
+    // A second service in the same domain must see the same pending bits.
+    let ea2 = EventChannels::new(a.clone()).unwrap();
+    assert_eq!(ea2.shared_info_gfn(), ea.shared_info_gfn());
+    eb.send(pb).unwrap();
+    assert!(ea.is_pending(pa) && ea2.is_pending(pa));
+}

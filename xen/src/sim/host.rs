@@ -145,6 +145,11 @@ impl SimHost {
         &self.dom0
     }
 
+    /// dom0's event channel service (shared with the dom0 service thread).
+    pub fn dom0_events(&self) -> EventChannels<SimDomain> {
+        self.shared.ev.clone()
+    }
+
     /// Create a domain as libxl does, with xenstore and console set up,
     /// ready for its code to run (see [`SimHost::spawn`]).
     pub fn create_domain(&self, cfg: &DomainConfig) -> io::Result<SimDomain> {

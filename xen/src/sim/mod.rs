@@ -615,6 +615,15 @@ impl Hypervisor for SimDomain {
     fn now_ns(&self) -> u64 {
         self.core.now_ns()
     }
+
+    /// Where the domain mapped shared info, once it has: every later
+    /// `EventChannels::new` reuses that mapping instead of moving the page
+    /// (which would leave earlier users looking at an empty frame, on Xen
+    /// as here).
+    fn shared_info(&self) -> Option<(Gfn, SharedMem)> {
+        let gfn = self.core.lock().doms.get(&self.id)?.shared_info_gfn?;
+        self.mem.page(Gfn(gfn)).map(|m| (Gfn(gfn), m))
+    }
 }
 
 impl GuestMemory for SimDomain {

@@ -1,1 +1,0 @@
-//! The libxen C interfaces backed by the simulator (being written).
