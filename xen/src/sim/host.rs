@@ -375,8 +375,13 @@ fn service_loop(sh: &Shared) {
         // deadline below still serves every ring.
         ports.truncate(128);
         let deadline = sh.ev.platform().now_ns() + 50_000_000;
-        if sh.ev.wait(&ports, Some(deadline)).is_err() {
-            return;
+        match sh.ev.wait(&ports, Some(deadline)) {
+            Ok(_) => {}
+            // dom0 itself is gone: nothing left to serve.
+            Err(crate::abi::Errno::ESRCH) => return,
+            // A domain was destroyed between collecting the ports and
+            // polling (its port is now closed): collect them again.
+            Err(_) => continue,
         }
         for &p in &ports {
             sh.ev.clear_pending(p);
