@@ -1,0 +1,68 @@
+#!/bin/busybox sh
+# PID 1 of the small Linux PVH domU (busybox initramfs built by build-image.sh).
+# Used as the "client AppVM" of the scenarios. Everything is configured on the kernel command
+# line (xl cfg `cmdline`/`extra`); every knob is optional:
+#   xt_ip=10.137.0.10/24   address of eth0          xt_gw=10.137.0.1   default route
+#   xt_dns=10.139.1.1      /etc/resolv.conf         xt_dhcp=1          udhcpc on eth0 instead
+#   xt_role=client|backend backend: load netback, bridge every vif* into br0 (xt_brip=CIDR)
+#   xt_fwd=1               IPv4 forwarding on
+#   xt_ping=A[,B...]       ping each address, print XT-DOMU ping-ok A / ping-FAIL A
+#   xt_poweroff=1          power off (clean shutdown) after init-done
+#   xt_say=WORD            print "XT-DOMU say WORD" (a marker a test can wait for)
+# Markers on hvc0 (end up in dom0's /var/log/xen/console/guest-<name>.log):
+#   XT-DOMU init-start, XT-DOMU eth0-up <addr>, XT-DOMU ping-ok|ping-FAIL <addr>, XT-DOMU init-done
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+mkdir -p /dev/pts && mount -t devpts devpts /dev/pts
+up() { cut -d' ' -f1 /proc/uptime; }
+mark() { echo "XT-DOMU [t=$(up)] $*"; }
+for w in $(cat /proc/cmdline); do case $w in xt_*=*) eval "$w";; esac; done
+mark "init-start role=${xt_role:-client} kernel=$(uname -r)"
+[ -n "${xt_say:-}" ] && echo "XT-DOMU say $xt_say"
+
+insmod /lib/modules/xen-netfront.ko 2>/dev/null
+if [ "${xt_role:-client}" = backend ]; then
+  for m in llc stp bridge xen-netback; do insmod /lib/modules/$m.ko; done
+fi
+ip link set lo up
+if [ -e /sys/bus/xen/devices/vif-0 ]; then   # a vif was configured: wait for netfront
+  i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 30 ]; do sleep 1; i=$((i+1)); done
+fi
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up
+  if [ "${xt_dhcp:-0}" = 1 ]; then
+    cat > /etc/udhcpc.sh <<'EOS'
+#!/bin/sh
+case "$1" in bound|renew)
+  ip addr flush dev "$interface"; ip addr add "$ip/${mask:-24}" dev "$interface"
+  for r in $router; do ip route add default via "$r"; break; done
+  : > /etc/resolv.conf; for d in $dns; do echo "nameserver $d" >> /etc/resolv.conf; done ;;
+esac
+EOS
+    chmod +x /etc/udhcpc.sh
+    if udhcpc -i eth0 -n -q -t 10 -s /etc/udhcpc.sh >/dev/null 2>&1; then
+      mark "dhcp-ok $(ip -o -4 addr show eth0 | awk '{print $4}')"; else mark "dhcp-FAIL"; fi
+  fi
+  [ -n "${xt_ip:-}" ] && ip addr add "$xt_ip" dev eth0
+  mark "eth0-up $(ip -o -4 addr show eth0 | awk '{print $4}') mac=$(cat /sys/class/net/eth0/address)"
+else
+  mark "no-eth0"
+fi
+if [ "${xt_role:-client}" = backend ]; then
+  ip link add br0 type bridge; ip link set br0 up; [ -n "${xt_brip:-}" ] && ip addr add "$xt_brip" dev br0
+  mark "br0-up ${xt_brip:-}"
+  ( while true; do for v in /sys/class/net/vif*; do [ -e "$v" ] || continue; n=${v##*/}
+      if [ ! -e /sys/class/net/$n/brport ]; then ip link set "$n" master br0 && ip link set "$n" up && mark "bridged $n"; fi
+    done; sleep 1; done ) &
+fi
+[ -n "${xt_gw:-}" ] && ip route add default via "$xt_gw" && mark "default-route via $xt_gw"
+[ -n "${xt_dns:-}" ] && echo "nameserver $xt_dns" > /etc/resolv.conf
+[ "${xt_fwd:-0}" = 1 ] && echo 1 > /proc/sys/net/ipv4/ip_forward && mark "ip_forward=1"
+for a in $(echo "${xt_ping:-}" | tr ',' ' '); do
+  if ping -c 3 -W 2 "$a" >/dev/null 2>&1; then mark "ping-ok $a"; else mark "ping-FAIL $a"; fi
+done
+mark "init-done uptime=$(up)"
+if [ "${xt_poweroff:-0}" = 1 ]; then mark "poweroff"; sync; poweroff -f; fi
+# stay alive (answer pings, run servers); a shell on the console for `xl console`
+while true; do setsid sh -c 'exec sh </dev/hvc0 >/dev/hvc0 2>&1' || sleep 5; done
