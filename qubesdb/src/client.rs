@@ -300,19 +300,11 @@ impl Client {
         if let Some(e) = &self.broken {
             return Err(QdbError::Broken(Box::new(e.clone())));
         }
-        while !input.is_empty() {
-            let (n, item) = self.decoder.decode(input);
-            input = &input[n..];
-            match item {
-                None if n == 0 => break,
-                None => {}
-                Some(Err(e)) => return Err(self.fail(QdbError::Wire(e))),
-                Some(Ok(frame)) => {
-                    self.stats.messages += 1;
-                    if let Err(e) = self.handle(frame) {
-                        return Err(self.fail(e));
-                    }
-                }
+        while let Some(item) = self.decoder.next_frame(&mut input) {
+            let frame = item.map_err(|e| self.fail(QdbError::Wire(e)))?;
+            self.stats.messages += 1;
+            if let Err(e) = self.handle(frame) {
+                return Err(self.fail(e));
             }
         }
         Ok(())

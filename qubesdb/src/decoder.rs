@@ -60,6 +60,22 @@ impl Decoder {
         self.failed.as_ref()
     }
 
+    /// The next outcome from `input`, advancing it past what was consumed:
+    /// a whole message, the error that broke the stream, or `None` once
+    /// `input` holds no complete message (a partial one stays buffered).
+    pub fn next_frame(&mut self, input: &mut &[u8]) -> Option<Result<Frame, WireError>> {
+        while !input.is_empty() {
+            let (n, item) = self.decode(input);
+            *input = &input[n..];
+            match item {
+                Some(item) => return Some(item),
+                None if n == 0 => return None,
+                None => {}
+            }
+        }
+        None
+    }
+
     /// Consume bytes of `input` until one message is complete or `input`
     /// is used up. Returns how many bytes were consumed and, if a message
     /// completed (or the stream broke), the outcome. Call again with the

@@ -307,15 +307,27 @@ impl Dom0QubesDb {
     /// Wait until `pred` holds for `vm`'s daemon (checked after each
     /// service pass), at most `timeout`. Returns whether it held.
     pub fn wait_for(&self, vm: DomId, timeout: Duration, pred: impl Fn(&Daemon) -> bool) -> bool {
+        self.wait_until(vm, timeout, |v| pred(&v.daemon).then_some(()))
+            .is_some()
+    }
+
+    /// Wait until `f` gives a value for `vm`'s entry (checked after each
+    /// service pass), at most `timeout`.
+    fn wait_until<R>(
+        &self,
+        vm: DomId,
+        timeout: Duration,
+        f: impl Fn(&Vm) -> Option<R>,
+    ) -> Option<R> {
         let end = Instant::now() + timeout;
         let mut st = self.shared.lock();
         loop {
-            if st.vms.get(&vm).is_some_and(|v| pred(&v.daemon)) {
-                return true;
+            if let Some(r) = st.vms.get(&vm).and_then(&f) {
+                return Some(r);
             }
             let now = Instant::now();
             if now >= end {
-                return false;
+                return None;
             }
             st = self
                 .shared
@@ -347,23 +359,7 @@ impl Dom0QubesDb {
     /// Wait until `vm`'s connection has ended, at most `timeout`; returns
     /// why.
     pub fn wait_ended(&self, vm: DomId, timeout: Duration) -> Option<String> {
-        let end = Instant::now() + timeout;
-        let mut st = self.shared.lock();
-        loop {
-            if let Some(why) = st.vms.get(&vm).and_then(|v| v.ended.clone()) {
-                return Some(why);
-            }
-            let now = Instant::now();
-            if now >= end {
-                return None;
-            }
-            st = self
-                .shared
-                .passed
-                .wait_timeout(st, end - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.wait_until(vm, timeout, |v| v.ended.clone())
     }
 
     /// How many servers were started for `vm`.

@@ -22,7 +22,6 @@ use core::sync::atomic::Ordering;
 use super::xenstored::{ConnId, Perm as XsPerm, Xenstored};
 use super::{DomainConfig, SimDomain, SimXen};
 use crate::abi::console::{XenconsInterface, XENCONS_OUT_SIZE};
-use crate::abi::domid::DOMID_SELF;
 use crate::abi::event_channel::EvtchnAllocUnbound;
 use crate::abi::grant_table::{GNTTAB_RESERVED_CONSOLE, GNTTAB_RESERVED_XENSTORE};
 use crate::abi::hvm::*;
@@ -358,7 +357,6 @@ fn write_domain_dir(
         let _ = xs.write(&p, b"");
         let _ = xs.set_perms(&p, &rw);
     }
-    let _ = DOMID_SELF;
 }
 
 /// dom0's service thread: sleep until a domain signals its xenstore or

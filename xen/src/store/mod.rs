@@ -48,5 +48,5 @@ pub use error::{ProtocolError, RequestError, RingSide, StoreError};
 pub use perm::{Access, Perm, PermError};
 pub use reply::{Reply, WatchEvent};
 pub use request::{ReqId, Request, TxId};
-pub use transport::{RingTransport, Transfer};
+pub use transport::{RingTransport, Round, Transfer};
 pub use xenstore::{Transaction, Xenstore, DEFAULT_TIMEOUT_NS, MAX_QUEUED_EVENTS, MAX_TX_ATTEMPTS};

@@ -22,7 +22,8 @@
 use core::mem::offset_of;
 use core::sync::atomic::Ordering;
 
-use super::error::{ProtocolError, RingSide};
+use super::client::Client;
+use super::error::{ProtocolError, RingSide, StoreError};
 use crate::abi::xs_wire::{XenstoreDomainInterface, XENSTORE_RING_SIZE};
 use crate::memory::{mb, rmb, wmb, SharedMem};
 
@@ -47,6 +48,24 @@ pub(crate) mod layout {
 }
 use layout::*;
 const RING: u32 = XENSTORE_RING_SIZE as u32;
+
+/// What one [`RingTransport::exchange`] round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Round {
+    /// Request bytes written.
+    pub written: usize,
+    /// Reply bytes read into the buffer.
+    pub read: usize,
+    /// An index was updated: signal the xenstore event channel.
+    pub notify: bool,
+}
+
+impl Round {
+    /// Neither ring moved: the exchange is complete for now.
+    pub fn idle(&self) -> bool {
+        self.written == 0 && self.read == 0
+    }
+}
 
 /// What one transport operation did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -93,6 +112,21 @@ impl RingTransport {
     /// The page's `server_features` bits (`XENSTORE_SERVER_FEATURE_*`).
     pub fn server_features(&self) -> u32 {
         self.mem.load_u32(SERVER_FEATURES, Ordering::Acquire)
+    }
+
+    /// One round between `client` and the rings: write what the client has
+    /// queued (and consume it), then read what arrived into `buf`, for the
+    /// caller to hand to [`Client::receive`]. A ring index error poisons the
+    /// client (the connection is broken) and is returned.
+    pub fn exchange(&mut self, client: &mut Client, buf: &mut [u8]) -> Result<Round, StoreError> {
+        let w = self.write(client.output()).map_err(|e| client.poison(e))?;
+        client.consume_output(w.bytes);
+        let r = self.read(buf).map_err(|e| client.poison(e))?;
+        Ok(Round {
+            written: w.bytes,
+            read: r.bytes,
+            notify: w.notify || r.notify,
+        })
     }
 
     /// Copy as much of `data` into the request ring as there is space for

@@ -366,20 +366,12 @@ impl<P: Platform + Clone> Xenstore<P> {
         let mut notify = false;
         let mut buf = [0u8; XENSTORE_RING_SIZE];
         loop {
-            let w = match self.ring.write(self.client.output()) {
-                Ok(w) => w,
-                Err(e) => return Err(self.client.poison(e)),
-            };
-            self.client.consume_output(w.bytes);
-            let r = match self.ring.read(&mut buf) {
-                Ok(r) => r,
-                Err(e) => return Err(self.client.poison(e)),
-            };
-            notify |= w.notify || r.notify;
-            let received = self.client.receive(&buf[..r.bytes]);
+            let round = self.ring.exchange(&mut self.client, &mut buf)?;
+            notify |= round.notify;
+            let received = self.client.receive(&buf[..round.read]);
             self.route();
             received?;
-            if w.bytes == 0 && r.bytes == 0 {
+            if round.idle() {
                 break;
             }
         }

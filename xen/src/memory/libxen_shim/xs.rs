@@ -98,18 +98,10 @@ impl StoreConn {
         let mut notify = false;
         let mut buf = [0u8; XENSTORE_RING_SIZE];
         loop {
-            let w = match self.ring.write(self.client.output()) {
-                Ok(w) => w,
-                Err(e) => return Err(self.client.poison(e)),
-            };
-            self.client.consume_output(w.bytes);
-            let r = match self.ring.read(&mut buf) {
-                Ok(r) => r,
-                Err(e) => return Err(self.client.poison(e)),
-            };
-            notify |= w.notify || r.notify;
-            self.client.receive(&buf[..r.bytes])?;
-            if w.bytes == 0 && r.bytes == 0 {
+            let round = self.ring.exchange(&mut self.client, &mut buf)?;
+            notify |= round.notify;
+            self.client.receive(&buf[..round.read])?;
+            if round.idle() {
                 break;
             }
         }
