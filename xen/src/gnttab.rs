@@ -24,6 +24,7 @@ use crate::abi::grant_table::*;
 use crate::abi::memory::{XenAddToPhysmap, XENMAPSPACE_GRANT_TABLE};
 use crate::abi::{DomId, Errno, GrantHandle, GrantRef};
 use crate::hypervisor::{GnttabOp, MemoryOp};
+use crate::memory::pool::{LentPage, PagePool, PoolPage};
 use crate::memory::{wmb, Gfn, SharedMem};
 use crate::Platform;
 
@@ -188,6 +189,37 @@ impl<P: Platform + Clone> GrantTable<P> {
         self.active[r as usize] = false;
         self.free.push(r);
         Ok(())
+    }
+
+    /// Grant a pool page writable to `domid` (a receive buffer the peer
+    /// fills). The handle becomes a [`LentPage`] with no byte access until
+    /// [`GrantTable::reclaim`] gets it back. On failure the page is handed
+    /// back untouched.
+    pub fn lend_writable(
+        &mut self,
+        pool: &PagePool,
+        page: PoolPage,
+        domid: DomId,
+    ) -> Result<LentPage, (PoolPage, GrantError)> {
+        match self.grant(domid, pool.gfn(&page), false) {
+            Ok(r) => Ok(pool.lend(page, r)),
+            Err(e) => Err((page, e)),
+        }
+    }
+
+    /// Revoke a lent page's grant and return its handle. While the peer
+    /// still holds the grant (mapped, or a copy in flight) the revocation
+    /// fails and the lent page is handed back: keep it out of circulation
+    /// and retry later.
+    pub fn reclaim(
+        &mut self,
+        pool: &PagePool,
+        page: LentPage,
+    ) -> Result<PoolPage, (LentPage, GrantError)> {
+        match self.end_access(page.gref) {
+            Ok(()) => Ok(pool.unlend(page)),
+            Err(e) => Err((page, e)),
+        }
     }
 
     /// Read an entry as Xen sees it (flags, domid, frame); for tests and

@@ -24,6 +24,7 @@ extern crate std;
 pub mod abi;
 pub mod console;
 pub mod evtchn;
+pub mod frame;
 pub mod gnttab;
 #[cfg(feature = "pvh")]
 pub mod hypercall;

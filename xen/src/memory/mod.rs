@@ -23,6 +23,7 @@ pub mod bitmap;
 pub mod host;
 #[cfg(feature = "libxen-shim")]
 pub mod libxen_shim;
+pub mod pool;
 
 use core::ptr::NonNull;
 use core::sync::atomic::{fence, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};

@@ -22,6 +22,7 @@ mod events;
 mod grant;
 pub mod host;
 pub mod memory;
+pub mod vif;
 pub mod xenstored;
 
 use std::collections::{BTreeMap, HashSet};
