@@ -23,6 +23,8 @@ use crate::abi::netif::XEN_NETIF_NR_SLOTS_MIN;
 use crate::abi::PAGE_SIZE;
 use crate::memory::pool::{PagePool, PoolPage};
 
+pub mod offload;
+
 /// Most segments in one frame: the most data slots a netif packet may use
 /// (`XEN_NETIF_NR_SLOTS_MIN`), so any frame fits any peer's ring.
 pub const MAX_SEGMENTS: usize = XEN_NETIF_NR_SLOTS_MIN;
