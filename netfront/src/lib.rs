@@ -1,14 +1,73 @@
 //! netfront: the Xen vif frontend the firewall uses for its uplink to
-//! sys-net (whose Linux netback is the backend).
+//! sys-net, whose Linux netback is the backend — and, being sys-net,
+//! untrusted.
 //!
-//! It will drive the xenbus handshake as a state machine, own the tx/rx
-//! rings and their page-pool buffers, handle scatter-gather, checksum
-//! offload flags and GSO metadata, and offer a batch API (pull received
-//! frames, push frames to send) with at most one notification per batch.
-//! A backend that breaks the protocol is disconnected and logged.
+//! - The xenbus handshake is a state machine ([`Netfront::start`],
+//!   [`Netfront::handle_watch`], [`Netfront::tick`]) that follows the
+//!   backend: it tears down and reconnects by itself when sys-net
+//!   restarts, when Qubes re-attaches the uplink (new device id or new
+//!   backend domain), or when the backend goes straight from Connected back
+//!   to InitWait. A backend that breaks the protocol is disconnected and
+//!   reconnected only when it restarts, or after a bounded backoff.
+//! - The data path ([`Netfront::poll`], [`Netfront::send`],
+//!   [`Netfront::flush`]) moves [`Frame`](xen::frame::Frame)s without
+//!   copying: received packets are the pool pages we lent the backend
+//!   writable, transmitted frames' pages are granted read-only. It does not
+//!   allocate, and sends at most one notification per call.
+//! - Everything the backend writes is copied once and validated; the
+//!   response parsers are sans-IO ([`rx`], [`tx`], [`ids`]) and fuzzed
+//!   (`fuzz/fuzz_targets/netfront_rx.rs`). Any violation tears the
+//!   connection down with exactly one `warn!` line
+//!   `vif <devid> (backend dom <B>): <reason>` ([`Violation`]).
 //!
-//! Status: placeholder for the netfront milestone. So far it holds the
-//! XenStore paths of a frontend device ([`device_dir`]).
+//! # Driving it
+//!
+//! ```text
+//! nf.start(&mut xs)?;                          // watches device/vif
+//! loop {
+//!     xs.handle_notification()?;
+//!     while let Some(e) = xs.poll_event() {
+//!         nf.handle_watch(&mut xs, &mut gt, &mut pool, &e);
+//!     }
+//!     nf.tick(&mut xs, &mut gt, &mut pool);    // every iteration (cheap)
+//!     if nf.link() == LinkState::Up {
+//!         let _ = nf.poll(&mut gt, &mut pool, &mut rxq); // Err: peer dropped, logged
+//!         // ... nf.send(&mut gt, &mut pool, frame) for each frame ...
+//!         nf.flush();
+//!     }
+//!     if !nf.needs_poll() { wait on [xs.port(), nf.port()?] with a deadline }
+//! }
+//! ```
+//!
+//! `tick` matters: `poll` has no xenstore handle, so after a violation it
+//! finds, our `state = Closed` is written by the next `tick` (or watch
+//! event); `tick` also runs the reconnect backoff and the quarantine
+//! retries.
+//!
+//! # Decisions
+//!
+//! - One queue, one event channel, flat keys (multi-queue and split
+//!   channels offered by Linux netback are ignored).
+//! - Receive buffers: every free rx slot gets a zeroed pool page lent
+//!   writable, id = slot index; up to 256 pool pages are held while up.
+//! - Transmit: each segment's page is granted read-only; the bytes of the
+//!   page outside the segment are zeroed first (the grant exposes the whole
+//!   page; a pool page may hold an earlier packet). A first segment shorter
+//!   than an Ethernet header gets a copied head (Linux netback drops such
+//!   packets).
+//! - Offloads are symmetric: a feature is used in either direction only if
+//!   both sides have it ([`Netfront::negotiated`]); the degraded paths
+//!   (software checksum, software GSO, linearising) copy.
+//! - Receive: Linux's "19 slots if the first is ≤ 256 bytes" allowance is
+//!   dropped (counted), not delivered: a frame holds 18 segments (see
+//!   [`rx`]). A `csum_blank` packet is delivered as
+//!   [`Checksum::Partial`](xen::frame::Checksum) even if we wrote
+//!   `feature-no-csum-offload` (harmless: the engine completes partial
+//!   checksums from clients anyway). A packet whose slots are not all
+//!   published yet waits (Linux would drop it).
+//!
+//! Protocol facts: `shared/docs/xen-qubes-protocols.md` sections 7 and 8;
+//! the driver contract: `docs/netif.md`.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -17,6 +76,27 @@ extern crate alloc;
 use alloc::format;
 use alloc::string::String;
 use xen::abi::DomId;
+
+mod conn;
+pub mod error;
+pub mod features;
+pub mod ids;
+mod netfront;
+mod quarantine;
+pub mod rx;
+pub mod stats;
+pub mod tx;
+
+pub use error::{NetfrontError, Ring, Violation};
+pub use features::Features;
+pub use netfront::{LinkState, Netfront, NetfrontConfig};
+pub use quarantine::{CONNECTION_GRANTS, QUARANTINE_CAP};
+pub use stats::{RxDrops, Stats, TxDrops};
+
+/// An event storm: more than this many notifications that brought no work
+/// (no response on either ring), with no work in between, within one
+/// second, disconnect the backend.
+pub const STORM_WAKEUPS: u32 = 10_000;
 
 /// The directory (relative to our domain's home) under which the toolstack
 /// creates one entry per vif; watch it rather than one device, because a

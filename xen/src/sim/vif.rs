@@ -238,3 +238,13 @@ pub fn detach_vif(host: &SimHost, spec: &VifSpec, force: bool) -> Result<(), Vif
         res
     }
 }
+
+/// Remove both directories at once, as libxl does for a device whose
+/// domains are already gone (no waiting for a backend).
+pub fn remove_vif(host: &SimHost, spec: &VifSpec) {
+    let (fdir, bdir) = (spec.frontend_dir(), spec.backend_dir());
+    host.with_xenstore(|xs| {
+        let _ = xs.rm(&fdir);
+        let _ = xs.rm(&bdir);
+    });
+}
