@@ -20,5 +20,9 @@
 /// qubes-mirage-firewall, so switching is a matter of copying one file.
 pub const NAME: &str = "mirage-firewall";
 
+extern crate alloc;
+
+pub mod engine;
+
 #[cfg(feature = "lab")]
 pub mod lab;
