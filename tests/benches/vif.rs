@@ -69,13 +69,27 @@ fn main() {
     );
     for case in &cases {
         for dir in [Direction::FrontToBack, Direction::BackToFront] {
+            // `VIF_BENCH_ONLY="64 B/BackToFront"` runs matching cases only.
+            if let Ok(only) = std::env::var("VIF_BENCH_ONLY") {
+                if !format!("{}/{dir:?}", case.name).contains(&only) {
+                    continue;
+                }
+            }
             let mut spec = PairSpec::new(case.frames, Sizes::Fixed(case.size));
             spec.direction = dir;
             spec.v6_every = 0;
             spec.pool_pages = 4096;
             spec.timeout = std::time::Duration::from_secs(600);
             match run_pair(&host, &spec) {
-                Ok(r) => print_row(case.name, dir, &r),
+                Ok(r) => {
+                    print_row(case.name, dir, &r);
+                    if std::env::var_os("VIF_BENCH_DEBUG").is_some() {
+                        println!(
+                            "    sleeps ended by timeout: sender {} receiver {}; batches sender {} receiver {}",
+                            r.sender.timeouts, r.receiver.timeouts, r.sender.batches, r.receiver.batches
+                        );
+                    }
+                }
                 Err(e) => println!("{:<11} {dir:?}: FAILED: {e}", case.name),
             }
         }

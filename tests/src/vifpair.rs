@@ -173,6 +173,9 @@ pub struct SideStats {
     pub allocs: u64,
     /// Batches: loop iterations that moved at least one frame.
     pub batches: u64,
+    /// Sleeps that ended by the loop's deadline rather than an event
+    /// (a lost notification shows here).
+    pub timeouts: u64,
 }
 
 /// The outcome of a run.
@@ -397,6 +400,7 @@ struct Traffic {
     window: Option<(Counters, u64)>,
     allocs: u64,
     batches: u64,
+    timeouts: u64,
     dom: xen::abi::DomId,
 }
 
@@ -423,6 +427,7 @@ impl Traffic {
             window: None,
             allocs: 0,
             batches: 0,
+            timeouts: 0,
             dom,
         }
     }
@@ -443,6 +448,7 @@ impl Traffic {
             counters: self.window.map(|(w, _)| c.since(&w)).unwrap_or_default(),
             allocs: self.allocs,
             batches: self.batches,
+            timeouts: self.timeouts,
         }
     }
 
@@ -498,7 +504,7 @@ impl Traffic {
     }
 }
 
-const POLL_NS: u64 = 2_000_000;
+const POLL_NS: u64 = 20_000_000;
 
 fn ctx<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> String {
     move |e| format!("{what}: {e}")
@@ -581,7 +587,9 @@ fn front_side(
         if !moved && !nf.needs_poll() {
             let mut ports = vec![xs.port()];
             ports.extend(nf.port());
-            let _ = ev.wait(&ports, Some(d.now_ns() + POLL_NS));
+            if ev.wait(&ports, Some(d.now_ns() + POLL_NS)) == Ok(xen::evtchn::Wake::Timeout) {
+                t.timeouts += 1;
+            }
         }
     }
     Ok(())
@@ -673,7 +681,9 @@ fn back_side(
             ports.clear();
             ports.push(xs.port());
             nb.ports(&mut ports);
-            let _ = ev.wait(&ports, Some(d.now_ns() + POLL_NS));
+            if ev.wait(&ports, Some(d.now_ns() + POLL_NS)) == Ok(xen::evtchn::Wake::Timeout) {
+                t.timeouts += 1;
+            }
         }
     }
     Ok(())

@@ -247,7 +247,7 @@ fn run_case(actions: Vec<Action>) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: if cfg!(debug_assertions) { 24 } else { 64 },
+        cases: if cfg!(debug_assertions) { 24 } else { 200 },
         max_shrink_iters: 20,
         failure_persistence: None,
         .. ProptestConfig::default()

@@ -23,7 +23,7 @@ fn frames_per_case() -> u64 {
         .unwrap_or(if cfg!(debug_assertions) {
             2_000
         } else {
-            62_500
+            500_000
         })
 }
 
