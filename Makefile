@@ -132,8 +132,9 @@ unit test-rust:
 # combination) and the randomized hostile client need an optimised build;
 # the workspace run above does the same tests with small counts.
 vif-release:
-	@$(call banner,vif-release: netfront/netback pair matrix and hostile client, release build)
+	@$(call banner,vif-release: netfront/netback pair matrix, hostile client and end-to-end firewall tests, release build)
 	$(CARGO) test --release -p integration-tests --test vif_pair --test hostile
+	$(CARGO) test --release -p integration-tests --test e2e -- --test-threads=2
 
 # The netfront -> netback benchmark (figures for the issue notes; not a test).
 bench:

@@ -432,6 +432,8 @@ impl<P: Platform + Clone> Netback<P> {
             // Look at the rings once: requests may be there already.
             tx_more: true,
             rx_seen: 0,
+            rx_refused: false,
+            rx_room: false,
             idle: 0,
             storm_start: self.now,
             stall_since: None,

@@ -196,12 +196,17 @@ impl<P: Platform + Clone> Netback<P> {
         );
     }
 
-    /// True if [`Netback::poll`] should run again for `id` without waiting
-    /// for an event (requests were left in the ring).
+    /// True if the event loop should go round again for `id` without
+    /// waiting for an event: tx requests were left in the ring
+    /// ([`Netback::poll`] again), or [`Netback::send`] refused a frame
+    /// because the queue was full and the last [`Netback::flush`] has
+    /// since made room (send again, then flush). In the second case no
+    /// event would come: the flush drained the queue into the client's
+    /// buffers, so there was nothing left to ask the client for.
     pub fn needs_poll(&self, id: VifId) -> bool {
         self.vif_ref(id)
             .and_then(|v| v.conn.as_ref())
-            .is_some_and(|c| c.tx_blocked || c.tx_more)
+            .is_some_and(|c| c.tx_blocked || c.tx_more || c.rx_room)
     }
 
     /// Frames queued for `id`'s rx ring (0 if not connected).
@@ -227,9 +232,11 @@ impl<P: Platform + Clone> Netback<P> {
         let Some(c) = v.conn.as_mut() else {
             return Err(frame);
         };
-        c.queue
-            .push(frame)
-            .inspect_err(|_| v.stats.rx_queue_full += 1)
+        c.rx_room = false;
+        c.queue.push(frame).inspect_err(|_| {
+            c.rx_refused = true;
+            v.stats.rx_queue_full += 1;
+        })
     }
 
     /// Time-driven work: storm windows, rx drain timeouts, removals the

@@ -52,6 +52,7 @@ impl<P: Platform + Clone> Netback<P> {
         self.issue(pool);
         for v in &mut self.vifs {
             let Some(c) = v.conn.as_mut() else { continue };
+            c.rx_room = core::mem::take(&mut c.rx_refused) && !c.queue.is_full();
             if core::mem::take(&mut c.unpublished) && c.rx.push_responses_and_check_notify() {
                 let _ = self.ev.send(c.port);
                 v.stats.notifications += 1;
@@ -171,14 +172,16 @@ impl<P: Platform + Clone> Netback<P> {
     }
 
     /// True if vif `i` has `need` posted rx requests; otherwise asks to be
-    /// notified at the next one.
+    /// notified when the client has posted `need` (not merely one more:
+    /// with some already posted, `req_cons + 1` is an event index the
+    /// client has passed, and its next refill would not notify).
     fn ensure_slots(&mut self, i: usize, need: usize) -> bool {
         let c = self.vifs[i].conn.as_mut().expect("connected");
         if c.rx.unconsumed_requests() as usize >= need {
             return true;
         }
-        match c.rx.final_check_for_requests() {
-            Ok(_) => c.rx.unconsumed_requests() as usize >= need,
+        match c.rx.final_check_for_requests_min(need as u32) {
+            Ok(ok) => ok,
             Err(e) => {
                 c.failed = Some((format!("rx ring: {e}"), true));
                 false

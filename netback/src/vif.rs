@@ -110,6 +110,13 @@ pub(crate) struct Conn {
     pub(crate) tx_more: bool,
     /// The rx request producer seen by the last poll.
     pub(crate) rx_seen: u32,
+    /// `send` handed a frame back (queue full) since the last flush.
+    pub(crate) rx_refused: bool,
+    /// The last flush made room in a queue that had refused a frame: the
+    /// caller has frames for us and should send again before sleeping
+    /// (nothing else would wake it: with the queue drained there are no
+    /// rx requests to wait for). Cleared by the next `send` or flush.
+    pub(crate) rx_room: bool,
     /// Event-storm accounting.
     pub(crate) idle: u32,
     pub(crate) storm_start: u64,

@@ -1,9 +1,13 @@
 //! The simulated Qubes host (`lab`): the firewall's code running on
 //! [`xen::sim`], where anyone can watch it work without Xen.
 //!
-//! Until the drivers and the engine exist, the lab demonstrates the
-//! foundation they stand on: two domains that find each other through
-//! xenstore, share a ring page through a grant, signal each other through
-//! an event channel, and exchange messages ([`pingpong`]).
+//! - [`fwvm`]: the firewall VM (the unikernel's event loop in a simulated
+//!   domain);
+//! - [`net`]: the other domains: sys-net with a simulated internet of
+//!   smoltcp hosts, and client AppVMs with smoltcp stacks and probes;
+//! - [`pingpong`]: the two-domain ring exchange the drivers stand on.
 
+pub mod fwvm;
+pub mod net;
 pub mod pingpong;
+pub mod topology;

@@ -263,9 +263,10 @@ pub fn parse_bytes(data: &[u8]) -> Result<Headers, OffloadError> {
     parse_prefix(&data[..data.len().min(MAX_HEADER_LEN)], data.len())
 }
 
-/// Parse from `buf`, the first `min(len, MAX_HEADER_LEN)` bytes of a
-/// packet of `len` bytes.
-fn parse_prefix(buf: &[u8], len: usize) -> Result<Headers, OffloadError> {
+/// Parse from `buf`, the first `min(len, MAX_HEADER_LEN)` bytes (or
+/// more) of a packet of `len` bytes: for callers that already hold the
+/// header bytes (the firewall engine reads them once into its own buffer).
+pub fn parse_prefix(buf: &[u8], len: usize) -> Result<Headers, OffloadError> {
     let v = View { buf, len };
     let eth = v.get(0, ETH_HLEN, len)?;
     let mut ethertype = be16(eth, 12);

@@ -387,6 +387,52 @@ impl LocalPages {
     }
 }
 
+/// Guest memory backed by [`LocalPages`]: a bump allocator over a fixed
+/// number of pages, for tests and fuzz targets of code that needs a
+/// [`GuestMemory`] (a packet pool) without a guest. Frees are ignored.
+#[cfg(any(test, feature = "std"))]
+pub struct LocalRam {
+    pages: LocalPages,
+    next: core::cell::Cell<usize>,
+    total: usize,
+}
+
+#[cfg(any(test, feature = "std"))]
+impl LocalRam {
+    /// First frame number handed out (arbitrary, non-zero).
+    const BASE: u64 = 0x1000;
+
+    /// `total` zeroed pages.
+    pub fn new(total: usize) -> LocalRam {
+        LocalRam {
+            pages: LocalPages::new(total),
+            next: core::cell::Cell::new(0),
+            total,
+        }
+    }
+}
+
+#[cfg(any(test, feature = "std"))]
+impl GuestMemory for LocalRam {
+    fn alloc_pages(&self, n: usize) -> Option<Gfn> {
+        let next = self.next.get();
+        if next + n > self.total {
+            return None;
+        }
+        self.next.set(next + n);
+        Some(Gfn(Self::BASE + next as u64))
+    }
+    fn free_pages(&self, _gfn: Gfn, _n: usize) {}
+    fn alloc_hole(&self, _n: usize) -> Option<Gfn> {
+        None
+    }
+    fn free_hole(&self, _gfn: Gfn, _n: usize) {}
+    fn pages(&self, gfn: Gfn, n: usize) -> Option<SharedMem> {
+        let i = usize::try_from(gfn.0.checked_sub(Self::BASE)?).ok()?;
+        (i + n <= self.total).then(|| self.pages.mem().sub(i * PAGE_SIZE, n * PAGE_SIZE))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -178,12 +178,30 @@ impl<P: RingProtocol> BackRing<P> {
     /// a request published in between is not missed. Returns whether
     /// requests are available; both polls are validated.
     pub fn final_check_for_requests(&mut self) -> Result<bool, RingError> {
-        if self.poll_requests()? > 0 {
+        self.final_check_for_requests_min(1)
+    }
+
+    /// [`BackRing::final_check_for_requests`] for a consumer that needs
+    /// `min` requests before it can make progress (a multi-slot packet):
+    /// poll; if fewer than `min` are unconsumed, ask for a notification
+    /// when the `min`-th arrives (`req_event = req_cons + min`, as Linux
+    /// netback's `xenvif_rx_ring_slots_available` does), full barrier, and
+    /// poll again. Returns whether `min` requests are available.
+    ///
+    /// Arming `req_cons + 1` instead would be wrong whenever some requests
+    /// are already unconsumed: that event index is already passed, so the
+    /// frontend's next publish would not notify and the backend would
+    /// sleep with the requests it waits for sitting in the ring.
+    ///
+    /// `min` is clamped to `1..=SIZE` (more can never be outstanding).
+    pub fn final_check_for_requests_min(&mut self, min: u32) -> Result<bool, RingError> {
+        let min = min.clamp(1, Self::SIZE);
+        if self.poll_requests()? >= min {
             return Ok(true);
         }
-        self.sring.store(REQ_EVENT, self.req_cons.wrapping_add(1));
+        self.sring.store(REQ_EVENT, self.req_cons.wrapping_add(min));
         mb();
-        Ok(self.poll_requests()? > 0)
+        Ok(self.poll_requests()? >= min)
     }
 }
 

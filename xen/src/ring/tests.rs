@@ -393,6 +393,57 @@ fn final_check_for_requests_closes_the_race() {
     assert_eq!(back.final_check_for_requests(), Ok(true));
 }
 
+/// A backend that needs several requests for one packet (netif rx: a
+/// 64 KiB GSO frame takes 17 slots) while fewer are already unconsumed
+/// must arm `req_event` at the one that completes the packet: arming
+/// `req_cons + 1` (already passed) would leave the frontend's next
+/// publish silent and the backend asleep with requests in the ring.
+#[test]
+fn final_check_for_several_requests_arms_at_the_last_one() {
+    let p = LocalPages::new(1);
+    let mut front = FrontRing::<NetifRx>::init(p.mem());
+    let mut back = BackRing::<NetifRx>::attach(p.mem());
+    // Two buffers posted; the backend needs 17 for its next packet.
+    for i in 0..2 {
+        front.push_request(&NetifRx::req(i)).unwrap();
+    }
+    assert!(front.push_requests_and_check_notify());
+    assert_eq!(back.final_check_for_requests_min(17), Ok(false));
+    assert_eq!(header(&p.mem())[1], 17, "req_event = req_cons + 17");
+    assert_eq!(back.unconsumed_requests(), 2, "nothing consumed");
+    // Buffers trickle in: no notification until the 17th...
+    for i in 2..16 {
+        front.push_request(&NetifRx::req(i)).unwrap();
+        assert!(!front.push_requests_and_check_notify(), "request {i}");
+    }
+    front.push_request(&NetifRx::req(16)).unwrap();
+    assert!(front.push_requests_and_check_notify(), "the 17th notifies");
+    assert_eq!(back.final_check_for_requests_min(17), Ok(true));
+    for i in 0..17 {
+        assert_eq!(back.next_request(), Some(NetifRx::req(i)));
+    }
+
+    // One unconsumed, two needed: armed at the second, whose publish
+    // notifies.
+    front.push_request(&NetifRx::req(17)).unwrap();
+    front.push_requests_and_check_notify();
+    assert_eq!(back.final_check_for_requests_min(2), Ok(false));
+    front.push_request(&NetifRx::req(18)).unwrap();
+    assert!(front.push_requests_and_check_notify());
+    assert_eq!(back.final_check_for_requests_min(2), Ok(true));
+
+    // Degenerate minimums: 0 behaves as 1; more than the ring holds is
+    // clamped to the ring size.
+    assert_eq!(back.final_check_for_requests_min(0), Ok(true));
+    back.next_request().unwrap();
+    back.next_request().unwrap();
+    assert_eq!(back.final_check_for_requests_min(0), Ok(false));
+    assert_eq!(header(&p.mem())[1], back.req_cons().wrapping_add(1));
+    assert_eq!(back.final_check_for_requests_min(u32::MAX), Ok(false));
+    let size = BackRing::<NetifRx>::SIZE;
+    assert_eq!(header(&p.mem())[1], back.req_cons().wrapping_add(size));
+}
+
 #[test]
 fn final_check_for_responses_closes_the_race() {
     let p = LocalPages::new(1);
