@@ -249,8 +249,11 @@ impl ConnTrack {
         ConnTrack {
             slots,
             free: (0..n as u32).rev().collect(),
-            by_orig: HashMap::with_capacity_and_hasher(n, KeyedState::new(seed)),
-            by_reply: HashMap::with_capacity_and_hasher(n, KeyedState::new(seed)),
+            // Twice the entries: hashbrown rehashes in place (without
+            // allocating) only while at most half full, so tombstones left
+            // by removals can never make an insert grow the table.
+            by_orig: HashMap::with_capacity_and_hasher(2 * n, KeyedState::new(seed)),
+            by_reply: HashMap::with_capacity_and_hasher(2 * n, KeyedState::new(seed)),
             per_client: Vec::new(),
             port_key: KeyedState::new(port_seed),
             sweep_at: 0,
@@ -263,9 +266,9 @@ impl ConnTrack {
 
     /// Bytes one flow costs: its slot, its free-list word and its two
     /// index entries (hashbrown: key, value and a control byte, at the
-    /// table's 7/8 load).
+    /// table's 7/8 load, sized for twice the flows).
     pub fn memory_per_flow() -> usize {
-        let index = (core::mem::size_of::<(FlowKey, u32)>() + 1) * 8 / 7;
+        let index = 2 * (core::mem::size_of::<(FlowKey, u32)>() + 1) * 8 / 7;
         core::mem::size_of::<Option<Entry>>() + 4 + 2 * index
     }
 
