@@ -126,14 +126,15 @@ fn verdict(o: &Outcome) -> &'static str {
 
 fn live(s: &Snapshot, t0: Instant) {
     println!(
-        "  [{:6.2}s] uplink {} | flows {} | forwarded out {} in {} | dropped {} | pool pages in use {}",
+        "  [{:6.2}s] uplink {} | flows {} | forwarded out {} in {} | dropped {} | pool pages in use {} | loop turns {}",
         t0.elapsed().as_secs_f64(),
         if s.uplink_up { "up" } else { "DOWN" },
         s.flows,
         s.engine.forwarded_out,
         s.engine.forwarded_in,
         s.engine.total_drops(),
-        s.pool_in_use
+        s.pool_in_use,
+        s.turns
     );
 }
 

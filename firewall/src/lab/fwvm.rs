@@ -103,12 +103,10 @@ impl FirewallVm {
                 fw.set_tap(t);
             }
             *snap2.lock().unwrap() = snapshot(&fw, true);
-            let mut last = Instant::now();
+            // Copied after every turn, so a reader never sees a state
+            // older than the last turn (turns come in batches: cheap).
             fw.run(|fw| {
-                if last.elapsed() >= Duration::from_millis(20) {
-                    last = Instant::now();
-                    *snap2.lock().unwrap() = snapshot(fw, true);
-                }
+                *snap2.lock().unwrap() = snapshot(fw, true);
                 stop2.load(Ordering::Relaxed)
             });
             *snap2.lock().unwrap() = snapshot(&fw, true);
@@ -127,7 +125,7 @@ impl FirewallVm {
         self.domid
     }
 
-    /// The latest snapshot (at most 20 ms old).
+    /// The state after the firewall's latest turn.
     pub fn snapshot(&self) -> Snapshot {
         self.snap.lock().unwrap().clone()
     }
