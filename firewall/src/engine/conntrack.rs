@@ -302,6 +302,20 @@ impl ConnTrack {
         self.by_reply.get(key).map(|&i| FlowId(i))
     }
 
+    /// If flow `id` has expired at `now`, remove it (its tuple may open a
+    /// new flow at once) and return true.
+    pub fn reap_if_expired(&mut self, id: FlowId, now: u64) -> bool {
+        let expired = self
+            .slots
+            .get(id.0 as usize)
+            .and_then(Option::as_ref)
+            .is_some_and(|e| now >= e.expires);
+        if expired {
+            self.remove_slot(id.0, true);
+        }
+        expired
+    }
+
     /// A flow.
     pub fn entry(&self, id: FlowId) -> Option<&Entry> {
         self.slots.get(id.0 as usize)?.as_ref()
@@ -669,7 +683,11 @@ mod tests {
         assert_eq!(t.entry(f).unwrap().tcp_state(), TcpState::TimeWait);
         assert!(t.on_packet(f, Dir::Reply, Some(TCP_RST), 60, 5));
         assert_eq!(t.entry(f).unwrap().expires(), 5 + TCP_CLOSED_NS);
-        // Expired: the next packet finds it gone.
+        // Expired: reaped on sight, and the next packet finds it gone.
+        let g = t.insert(ClientId(0), key(2, 80), NAT, 0).unwrap();
+        assert!(!t.reap_if_expired(g, TCP_OPENING_NS - 1));
+        assert!(t.reap_if_expired(g, TCP_OPENING_NS));
+        assert!(t.lookup_outbound(&key(2, 80)).is_none());
         assert!(!t.on_packet(f, Dir::Original, Some(TCP_ACK), 60, 5 + TCP_CLOSED_NS));
         assert_eq!(t.len(), 0);
         assert!(t.lookup_outbound(&key(1, 80)).is_none());

@@ -372,7 +372,11 @@ impl Engine {
             sport: p.sport,
             dport: p.dport,
         };
-        let fid = match self.flows.lookup_outbound(&key) {
+        let live = self
+            .flows
+            .lookup_outbound(&key)
+            .filter(|&f| !self.flows.reap_if_expired(f, now));
+        let fid = match live {
             Some(fid) => fid,
             None => {
                 // A new flow: TCP must open with a SYN.
@@ -555,7 +559,11 @@ impl Engine {
             sport: p.sport,
             dport: p.dport,
         };
-        let Some(fid) = self.flows.lookup_inbound(&key) else {
+        let live = self
+            .flows
+            .lookup_inbound(&key)
+            .filter(|&f| !self.flows.reap_if_expired(f, now));
+        let Some(fid) = live else {
             return Err((Some(frame), Drop::NoFlow));
         };
         let len = frame.len();

@@ -382,6 +382,18 @@ fn tcp_is_translated_both_ways_with_valid_checksums() {
 }
 
 #[test]
+fn an_expired_flow_gives_way_to_a_new_one() {
+    let mut b = Bed::new(ALLOW_ALL);
+    open_tcp(&mut b, 42000);
+    // Past the opening timeout the same tuple opens a fresh flow.
+    b.now += conntrack::TCP_OPENING_NS;
+    open_tcp(&mut b, 42000);
+    assert_eq!(b.e.client_flows(b.vm), 1);
+    assert_eq!(b.e.flow_stats().inserted, 2);
+    assert_eq!(b.e.stats().drops_for(Drop::BadState), 0);
+}
+
+#[test]
 fn partial_checksums_stay_partial_and_complete_correctly() {
     let mut b = Bed::new(ALLOW_ALL);
     let payload = [7u8; 100];
