@@ -7,7 +7,7 @@
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use xen::frame::offload::{self, Headers, L3, L4};
-use xen::frame::{Checksum, Frame};
+use xen::frame::Frame;
 use xen::memory::pool::PagePool;
 
 use super::conntrack::{Dir, FlowKey};
@@ -45,9 +45,7 @@ impl Hdr {
         u16::from_be_bytes([self.buf[at], self.buf[at + 1]])
     }
     fn mac(&self, at: usize) -> [u8; 6] {
-        let mut m = [0; 6];
-        m.copy_from_slice(&self.buf[at..at + 6]);
-        m
+        mac_at(&self.buf, at)
     }
 }
 
@@ -310,7 +308,7 @@ impl Engine {
         };
         if to_us {
             if matches!(p.icmp_type, Some(t) if is_echo_request(p.proto, t)) {
-                self.echo_reply(Iface::Client(id), &frame, &p, pool, out);
+                self.echo_reply(Iface::Client(id), &frame, pool, out);
                 frame.free(pool);
                 return Ok(());
             }
@@ -385,8 +383,7 @@ impl Engine {
                         return Err((Some(frame), Drop::NoFlow));
                     }
                 }
-                let dns = up.cfg.dns.clone();
-                let ctx = rules::Context::new(&dns);
+                let ctx = rules::Context::new(&up.cfg.dns);
                 let c = self.client(id).expect("checked above");
                 let set = if p.src.is_ipv4() {
                     &c.rules_v4
@@ -438,22 +435,15 @@ impl Engine {
             return Err((Some(frame), Drop::NoFlow));
         };
         let (new_ip, new_port) = (e.nat_addr(), e.nat_port());
-        hdr.buf[0..6].copy_from_slice(&gw_mac);
-        hdr.buf[6..12].copy_from_slice(&up_mac);
         let rw = csum::NatRewrite {
             src: Some(new_ip),
             sport: Some(new_port),
             ..Default::default()
         };
-        if nat_rewrite(&mut hdr, &p, frame.csum, &rw).is_err() {
+        let mut frame = frame;
+        if forward_rewrite(&mut hdr, &p, &mut frame, pool, (gw_mac, up_mac), &rw).is_err() {
             return Err((Some(frame), Drop::Malformed));
         }
-        let mut frame = frame;
-        frame.write(
-            pool,
-            0,
-            &hdr.buf[..p.h.payload_offset.max(p.h.l4_offset + 8).min(hdr.n)],
-        );
         let c = self.client_mut(id).expect("checked above");
         c.stats.packets_out += 1;
         c.stats.bytes_out += len as u64;
@@ -544,10 +534,10 @@ impl Engine {
         }
         if let Some(t) = p.icmp_type {
             if is_icmp_error(p.proto, t) {
-                return self.icmp_error_inbound(frame, &hdr, &p, pool, out);
+                return self.icmp_error_inbound(frame, &p, pool, out);
             }
             if is_echo_request(p.proto, t) {
-                self.echo_reply(Iface::Uplink, &frame, &p, pool, out);
+                self.echo_reply(Iface::Uplink, &frame, pool, out);
                 frame.free(pool);
                 return Ok(());
             }
@@ -581,22 +571,16 @@ impl Engine {
         if p.ttl <= 1 {
             return Err((Some(frame), Drop::TtlExceeded));
         }
-        hdr.buf[0..6].copy_from_slice(&c.cfg.mac);
-        hdr.buf[6..12].copy_from_slice(&super::CLIENT_SIDE_MAC);
         let rw = csum::NatRewrite {
             dst: Some(cip),
             dport: Some(cport),
             ..Default::default()
         };
-        if nat_rewrite(&mut hdr, &p, frame.csum, &rw).is_err() {
+        let macs = (c.cfg.mac, super::CLIENT_SIDE_MAC);
+        let mut frame = frame;
+        if forward_rewrite(&mut hdr, &p, &mut frame, pool, macs, &rw).is_err() {
             return Err((Some(frame), Drop::Malformed));
         }
-        let mut frame = frame;
-        frame.write(
-            pool,
-            0,
-            &hdr.buf[..p.h.payload_offset.max(p.h.l4_offset + 8).min(hdr.n)],
-        );
         c.stats.packets_in += 1;
         c.stats.bytes_in += len as u64;
         self.stats.forwarded_in += 1;
@@ -612,15 +596,12 @@ impl Engine {
     fn icmp_error_inbound<O: Output>(
         &mut self,
         frame: Frame,
-        hdr: &Hdr,
         p: &Pkt,
         pool: &mut PagePool,
         out: &mut O,
     ) -> Result<(), (Option<Frame>, Drop)> {
         let mut buf = [0u8; GEN_MAX];
-        let ip_start = p.h.l3_offset;
         let n = frame.read(pool, 0, &mut buf);
-        let _ = hdr;
         let info = match icmp::parse_error(&buf[..n], &p.h) {
             Ok(q) => q,
             Err(_) => return Err((Some(frame), Drop::Malformed)),
@@ -664,7 +645,6 @@ impl Engine {
         if icmp::rewrite_error(&mut buf[..n], &info, &outer_rw, &inner_rw).is_err() {
             return Err((Some(frame), Drop::Malformed));
         }
-        let _ = ip_start;
         buf[0..6].copy_from_slice(&cmac);
         buf[6..12].copy_from_slice(&super::CLIENT_SIDE_MAC);
         let len = frame.len().min(n);
@@ -679,7 +659,6 @@ impl Engine {
         &mut self,
         to: Iface,
         frame: &Frame,
-        p: &Pkt,
         pool: &mut PagePool,
         out: &mut O,
     ) {
@@ -690,10 +669,9 @@ impl Engine {
         }
         let mut buf = [0u8; GEN_MAX];
         let link = icmp::Link {
-            src: p_dst_mac(&req),
-            dst: p_src_mac(&req),
+            src: mac_at(&req, 0),
+            dst: mac_at(&req, 6),
         };
-        let _ = p;
         if let Ok(len) = icmp::echo_reply(&mut buf, link, &req[..n]) {
             self.emit_bytes(to, &buf[..len], pool, out);
         }
@@ -843,17 +821,26 @@ impl Engine {
     }
 }
 
-/// Rewrite NAT fields and decrement the TTL in the header buffer (every
-/// checksum updated incrementally; partial checksums keep their meaning).
-fn nat_rewrite(
+/// Prepare a forwarded frame: set its Ethernet (destination, source)
+/// MACs, rewrite the NAT fields and decrement the TTL in the header buffer
+/// (every checksum updated incrementally; partial checksums keep their
+/// meaning), then write the changed header bytes back into the frame.
+/// The payload is never touched.
+fn forward_rewrite(
     hdr: &mut Hdr,
     p: &Pkt,
-    state: Checksum,
+    frame: &mut Frame,
+    pool: &PagePool,
+    (dst_mac, src_mac): ([u8; 6], [u8; 6]),
     rw: &csum::NatRewrite,
 ) -> Result<(), csum::RewriteError> {
     let n = hdr.n;
-    csum::rewrite(&mut hdr.buf[..n], &p.h, state, rw)?;
+    hdr.buf[0..6].copy_from_slice(&dst_mac);
+    hdr.buf[6..12].copy_from_slice(&src_mac);
+    csum::rewrite(&mut hdr.buf[..n], &p.h, frame.csum, rw)?;
     csum::decrement_hop_limit(&mut hdr.buf[..n], &p.h)?;
+    let end = p.h.payload_offset.max(p.h.l4_offset + 8).min(n);
+    frame.write(pool, 0, &hdr.buf[..end]);
     Ok(())
 }
 
@@ -864,14 +851,9 @@ fn ip6_of(a: IpAddr) -> Ipv6Addr {
     }
 }
 
-fn p_src_mac(frame: &[u8]) -> [u8; 6] {
+/// The MAC at byte `at` of a frame (0: destination, 6: source).
+fn mac_at(frame: &[u8], at: usize) -> [u8; 6] {
     let mut m = [0; 6];
-    m.copy_from_slice(&frame[6..12]);
-    m
-}
-
-fn p_dst_mac(frame: &[u8]) -> [u8; 6] {
-    let mut m = [0; 6];
-    m.copy_from_slice(&frame[0..6]);
+    m.copy_from_slice(&frame[at..at + 6]);
     m
 }
