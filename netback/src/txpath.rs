@@ -188,14 +188,10 @@ impl<P: Platform + Clone> Netback<P> {
                 continue;
             }
             for d in data {
-                let page = pool.alloc().expect("pool reserve checked");
+                let mut page = pool.alloc().expect("pool reserve checked");
+                let gfn = pool.gfn_for_write(&mut page, usize::from(d.offset), usize::from(d.len));
                 s.ops.push(copy_from_grant(
-                    domid,
-                    d.gref,
-                    d.offset,
-                    pool.gfn(&page),
-                    d.offset,
-                    d.len,
+                    domid, d.gref, d.offset, gfn, d.offset, d.len,
                 ));
                 s.pages.push(page);
             }

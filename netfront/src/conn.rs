@@ -874,24 +874,12 @@ impl DataPath {
 
 /// The backend can read the whole page of a read-only grant, not just the
 /// segment: clear what lies around each segment (a pool page may hold
-/// bytes of an earlier packet, possibly another client's). Segments are
-/// taken out and put back in order, which cannot fail for segments that
-/// were valid.
+/// bytes of an earlier packet, possibly another client's), as far as the
+/// page's dirty extent says it may be non-zero.
 fn scrub(pool: &mut PagePool, frame: &mut Frame) {
-    let n = frame.num_segments();
-    let mut segs: [Option<(PoolPage, usize, usize)>; MAX_SEGMENTS] = Default::default();
-    for i in (0..n).rev() {
-        if let Some(s) = frame.pop() {
-            let (o, l) = (usize::from(s.offset()), usize::from(s.len()));
-            segs[i] = Some((s.into_page(), o, l));
-        }
-    }
-    for (mut page, o, l) in segs.into_iter().flatten() {
-        let b = pool.bytes_mut(&mut page);
-        b[..o].fill(0);
-        b[o + l..].fill(0);
-        if let Err((page, _)) = frame.push(page, o, l) {
-            pool.free(page);
+    for i in 0..frame.num_segments() {
+        if let Some(s) = frame.segment_mut(i) {
+            s.scrub_outside(pool);
         }
     }
 }

@@ -4,6 +4,7 @@
 //! ([`logcap`]) and RAM for packet pools outside a simulated domain
 //! ([`LocalRam`]).
 
+pub mod fwbench;
 pub mod hostile;
 pub mod logcap;
 pub mod traffic;

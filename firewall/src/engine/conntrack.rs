@@ -27,7 +27,7 @@
 //! slots per call, so the whole table is covered about once a second.
 
 use alloc::vec::Vec;
-use core::hash::BuildHasher;
+use core::hash::{BuildHasher, Hash, Hasher};
 use core::net::IpAddr;
 
 use hashbrown::HashMap;
@@ -62,7 +62,7 @@ const TCP_ACK: u8 = 0x10;
 
 /// A flow's 5-tuple as one direction's packets carry it. For ICMP echo
 /// the identifier is both ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     /// IP protocol.
     pub proto: u8,
@@ -74,6 +74,37 @@ pub struct FlowKey {
     pub sport: u16,
     /// Destination port (ICMP: identifier).
     pub dport: u16,
+}
+
+/// The tuple packed into one buffer and hashed with one `write` (13 bytes
+/// for IPv4, 38 for IPv6): the keyed hasher then runs two or five
+/// compression rounds per lookup instead of one call per field. Equal keys
+/// pack equally, so this agrees with `Eq`.
+impl Hash for FlowKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let mut b = [0u8; 38];
+        b[0] = self.proto;
+        b[1..3].copy_from_slice(&self.sport.to_ne_bytes());
+        b[3..5].copy_from_slice(&self.dport.to_ne_bytes());
+        let n = match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                b[5..9].copy_from_slice(&s.octets());
+                b[9..13].copy_from_slice(&d.octets());
+                13
+            }
+            (s, d) => {
+                let v6 = |a: IpAddr| match a {
+                    IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+                    IpAddr::V6(a) => a.octets(),
+                };
+                b[5..21].copy_from_slice(&v6(s));
+                b[21..37].copy_from_slice(&v6(d));
+                b[37] = u8::from(s.is_ipv4()) | (u8::from(d.is_ipv4()) << 1);
+                38
+            }
+        };
+        state.write(&b[..n]);
+    }
 }
 
 impl FlowKey {

@@ -160,6 +160,12 @@ pub struct Firewall<P: Platform + Clone> {
     rxq: FrameQueue,
     ports: Vec<EvtchnPort>,
     link_up: bool,
+    /// A frame the uplink ring refused (full): sent first next turn,
+    /// and until then no client is polled (backpressure, see `step`).
+    uplink_held: Option<Frame>,
+    /// The client polled first next turn (fair rotation under
+    /// backpressure).
+    next_client: usize,
     handled: BTreeMap<IpAddr, u64>,
     tap: Option<Tap>,
     /// Turns and sleeps, for the benchmark's report.
@@ -213,6 +219,8 @@ impl<P: Platform + Clone> Firewall<P> {
             attached: Vec::new(),
             ports: Vec::with_capacity(64),
             link_up: false,
+            uplink_held: None,
+            next_client: 0,
             handled: BTreeMap::new(),
             tap: None,
             turns: 0,
@@ -284,8 +292,18 @@ impl<P: Platform + Clone> Firewall<P> {
                     .handle(now, Iface::Uplink, f, &mut self.pool, &mut self.queues);
             }
         }
-        // Clients.
-        for i in 0..self.attached.len() {
+        // Clients, while the uplink can take what they send: a client's
+        // frames stay in its own tx ring (which then fills and stops it)
+        // rather than being copied here only to be dropped at a full
+        // uplink ring. The client polled first rotates.
+        let n = self.attached.len();
+        let first = if n == 0 { 0 } else { self.next_client % n };
+        self.next_client = first + 1;
+        for k in 0..n {
+            if self.uplink_congested() {
+                break;
+            }
+            let i = (first + k) % n;
             let (vif, id) = (self.attached[i].vif, self.attached[i].id);
             if let Err(e) = self.nb.poll(vif, &mut self.pool, &mut self.rxq) {
                 log::warn!("client {}: {e}", self.attached[i].ip);
@@ -304,10 +322,23 @@ impl<P: Platform + Clone> Firewall<P> {
         moved
     }
 
-    /// Sleep on every port until the next deadline.
+    /// True while the uplink cannot take another batch: a refused frame
+    /// is held, or the queue toward it lacks room for a full batch.
+    /// Clients are not polled then (only while the link is up: a down
+    /// link drops, it does not hold).
+    fn uplink_congested(&self) -> bool {
+        self.link_up
+            && (self.uplink_held.is_some()
+                || self.queues.uplink.len() + self.cfg.batch > self.queues.uplink.capacity())
+    }
+
+    /// Sleep on every port until the next deadline. Under uplink
+    /// backpressure the clients' ports are left out: their work waits
+    /// for the uplink, whose tx completions (its port) end the sleep.
     pub fn sleep(&mut self) {
+        let congested = self.uplink_congested();
         if self.nf.needs_poll()
-            || self.attached.iter().any(|a| self.nb.needs_poll(a.vif))
+            || (!congested && self.attached.iter().any(|a| self.nb.needs_poll(a.vif)))
             || !self.rxq.is_empty()
         {
             return;
@@ -323,7 +354,9 @@ impl<P: Platform + Clone> Firewall<P> {
         self.ports.clear();
         self.ports.push(self.xs.port());
         self.ports.extend(self.nf.port());
-        self.nb.ports(&mut self.ports);
+        if !congested {
+            self.nb.ports(&mut self.ports);
+        }
         if let Some(c) = &self.qdb {
             self.ports.push(c.port());
         }
@@ -333,15 +366,29 @@ impl<P: Platform + Clone> Firewall<P> {
 
     fn drain_queues(&mut self) -> bool {
         let mut moved = false;
-        while let Some(f) = self.queues.uplink.pop() {
+        if let Some(f) = self.uplink_held.take() {
+            match self.nf.send(&mut self.gt, &mut self.pool, f) {
+                Ok(()) => moved = true,
+                Err(f) if self.link_up => self.uplink_held = Some(f),
+                Err(f) => f.free(&mut self.pool),
+            }
+        }
+        while self.uplink_held.is_none() {
+            let Some(f) = self.queues.uplink.pop() else {
+                break;
+            };
             moved = true;
             if let Some(t) = self.tap.as_mut() {
                 t(Iface::Uplink, TapDir::Out, &f, &self.pool);
             }
             if let Err(f) = self.nf.send(&mut self.gt, &mut self.pool, f) {
-                // Ring full or link down: drop (TCP retransmits), as a NIC
-                // queue overflow would.
-                f.free(&mut self.pool);
+                if self.link_up {
+                    // Ring full: hold it (and so stop polling clients)
+                    // until sys-net completes some of what it has.
+                    self.uplink_held = Some(f);
+                } else {
+                    f.free(&mut self.pool);
+                }
             }
         }
         self.nf.flush();
@@ -380,6 +427,9 @@ impl<P: Platform + Clone> Firewall<P> {
                 log::warn!("uplink: down; waiting for sys-net");
                 self.engine.set_uplink_link(None);
                 self.queues.uplink.clear(&mut self.pool);
+                if let Some(f) = self.uplink_held.take() {
+                    f.free(&mut self.pool);
+                }
             }
         }
     }

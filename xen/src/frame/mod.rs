@@ -96,10 +96,20 @@ impl Segment {
     pub fn bytes<'a>(&'a self, pool: &'a PagePool) -> &'a [u8] {
         &pool.bytes(&self.page)[usize::from(self.offset)..][..usize::from(self.len)]
     }
-    /// The bytes, writable.
+    /// The bytes, writable (only they count as written: see the pool's
+    /// dirty extents).
     pub fn bytes_mut<'a>(&'a mut self, pool: &'a PagePool) -> &'a mut [u8] {
         let (o, l) = (usize::from(self.offset), usize::from(self.len));
-        &mut pool.bytes_mut(&mut self.page)[o..][..l]
+        pool.range_mut(&mut self.page, o, l)
+    }
+    /// Zero the rest of the page (what lies outside the segment and may
+    /// hold stale bytes), before the page is shown to a peer whole.
+    pub fn scrub_outside(&mut self, pool: &PagePool) {
+        pool.scrub_outside(
+            &mut self.page,
+            usize::from(self.offset),
+            usize::from(self.len),
+        );
     }
     /// Give the page back.
     pub fn into_page(self) -> PoolPage {
@@ -262,7 +272,8 @@ impl Frame {
                 f.free(pool);
                 return Err(FrameError::PoolExhausted);
             };
-            pool.bytes_mut(&mut page)[..chunk.len()].copy_from_slice(chunk);
+            pool.range_mut(&mut page, 0, chunk.len())
+                .copy_from_slice(chunk);
             if let Err((page, e)) = f.push(page, 0, chunk.len()) {
                 pool.free(page);
                 f.free(pool);

@@ -22,8 +22,23 @@
 //! built from [`PagePool::gfn`] before the call and read after it).
 //!
 //! Steady state allocates nothing: the free list is a pre-sized stack.
+//!
+//! # Dirty extents
+//!
+//! A read-only grant shows the peer a whole page, so before a page goes
+//! out (netfront tx) everything around the frame's bytes must be zero: a
+//! pool page may still hold an earlier packet, maybe one the rules denied.
+//! Clearing the rest of every page costs a 4 KiB memset per 64-byte frame,
+//! so each page carries the extent `[lo, hi)` outside which it is known to
+//! be zero, widened by every write path (whole-page access: the whole
+//! page; a segment's bytes or a grant copy into it: that range; a page a
+//! peer could write: the whole page) and narrowed only by
+//! [`PagePool::scrub_outside`], which clears exactly the stale part.
+//! New pools start with every page dirty, so nothing depends on the
+//! platform handing out zeroed memory.
 
 use alloc::vec::Vec;
+use core::num::NonZeroU16;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -34,23 +49,53 @@ use crate::abi::{GrantRef, PAGE_SIZE};
 /// that it does not need one large contiguous region.
 const CHUNK_PAGES: usize = 64;
 
-/// Distinguishes pools so a handle cannot be used with another pool.
-static NEXT_POOL_ID: AtomicU32 = AtomicU32::new(1);
+/// Distinguishes pools so a handle cannot be used with another pool
+/// (ids cycle through 1..=65535: a check against misuse, not a secret).
+static NEXT_POOL_ID: AtomicU32 = AtomicU32::new(0);
+
+/// Most pages one pool holds (page indices are 16-bit, which keeps a
+/// handle, and so a [`crate::frame::Frame`], small to move).
+pub const MAX_POOL_PAGES: usize = 1 << 16;
+
+const PAGE: u16 = PAGE_SIZE as u16;
 
 /// A page of a [`PagePool`], owned exclusively by whoever holds the handle.
 /// Return it with [`PagePool::free`]; dropping it leaks the page (counted by
 /// [`PagePool::in_use`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct PoolPage {
-    pool: u32,
-    idx: u32,
+    pool: NonZeroU16,
+    idx: u16,
+    /// Outside `lo..hi` the page is zero (module doc).
+    lo: u16,
+    hi: u16,
 }
 
 impl PoolPage {
     /// The page's index in its pool (stable identity for tables keyed by
     /// page).
     pub fn index(&self) -> u32 {
-        self.idx
+        u32::from(self.idx)
+    }
+
+    /// The extent `lo..hi` outside which the page is known to be zero.
+    pub fn dirty(&self) -> (usize, usize) {
+        (usize::from(self.lo), usize::from(self.hi))
+    }
+
+    /// Note that `off..off + len` may have been written.
+    pub fn mark_written(&mut self, off: usize, len: usize) {
+        if len == 0 {
+            return;
+        }
+        let end = off.saturating_add(len).min(PAGE_SIZE) as u16;
+        let off = off.min(PAGE_SIZE) as u16;
+        if self.lo >= self.hi {
+            (self.lo, self.hi) = (off, end);
+        } else {
+            self.lo = self.lo.min(off);
+            self.hi = self.hi.max(end);
+        }
     }
 }
 
@@ -59,8 +104,8 @@ impl PoolPage {
 /// ([`crate::gnttab::GrantTable::reclaim`]).
 #[derive(Debug, PartialEq, Eq)]
 pub struct LentPage {
-    pub(crate) pool: u32,
-    pub(crate) idx: u32,
+    pub(crate) pool: NonZeroU16,
+    pub(crate) idx: u16,
     pub(crate) gref: GrantRef,
 }
 
@@ -71,7 +116,7 @@ impl LentPage {
     }
     /// The page's index in its pool.
     pub fn index(&self) -> u32 {
-        self.idx
+        u32::from(self.idx)
     }
 }
 
@@ -83,6 +128,11 @@ pub enum PoolError {
         /// Pages requested.
         pages: usize,
     },
+    /// More pages than a pool can index ([`MAX_POOL_PAGES`]).
+    TooLarge {
+        /// Pages requested.
+        pages: usize,
+    },
 }
 
 impl core::fmt::Display for PoolError {
@@ -90,6 +140,12 @@ impl core::fmt::Display for PoolError {
         match self {
             PoolError::OutOfMemory { pages } => {
                 write!(f, "no RAM for a packet pool of {pages} pages")
+            }
+            PoolError::TooLarge { pages } => {
+                write!(
+                    f,
+                    "a packet pool of {pages} pages is more than {MAX_POOL_PAGES}"
+                )
             }
         }
     }
@@ -102,16 +158,21 @@ struct Chunk {
 
 /// A fixed set of RAM pages for packet buffers.
 pub struct PagePool {
-    id: u32,
+    id: NonZeroU16,
     chunks: Vec<Chunk>,
     pages: u32,
-    free: Vec<u32>,
+    free: Vec<u16>,
+    /// The dirty extent of each free page, kept while it is free.
+    dirty: Vec<(u16, u16)>,
     low_water: usize,
 }
 
 impl PagePool {
-    /// A pool of `pages` zeroed pages from `mem`.
+    /// A pool of `pages` pages from `mem` (at most [`MAX_POOL_PAGES`]).
     pub fn new<M: GuestMemory + ?Sized>(mem: &M, pages: usize) -> Result<PagePool, PoolError> {
+        if pages > MAX_POOL_PAGES {
+            return Err(PoolError::TooLarge { pages });
+        }
         let mut chunks: Vec<Chunk> = Vec::with_capacity(pages.div_ceil(CHUNK_PAGES));
         let mut left = pages;
         while left > 0 {
@@ -128,14 +189,16 @@ impl PagePool {
             chunks.push(Chunk { gfn, mem: m });
             left -= n;
         }
-        let pages = u32::try_from(pages).expect("pool size fits u32");
+        let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed) % 0xffff + 1;
+        let id = NonZeroU16::new(id as u16).expect("1..=65535");
         Ok(PagePool {
-            id: NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed),
+            id,
             chunks,
-            pages,
+            pages: pages as u32,
             // Pop from the end: hand out low indices first.
-            free: (0..pages).rev().collect(),
-            low_water: pages as usize,
+            free: (0..pages).rev().map(|i| i as u16).collect(),
+            dirty: alloc::vec![(0, PAGE); pages],
+            low_water: pages,
         })
     }
 
@@ -164,13 +227,20 @@ impl PagePool {
     pub fn alloc(&mut self) -> Option<PoolPage> {
         let idx = self.free.pop()?;
         self.low_water = self.low_water.min(self.free.len());
-        Some(PoolPage { pool: self.id, idx })
+        let (lo, hi) = self.dirty[usize::from(idx)];
+        Some(PoolPage {
+            pool: self.id,
+            idx,
+            lo,
+            hi,
+        })
     }
 
     /// Take a page and zero it (for buffers a peer will read).
     pub fn alloc_zeroed(&mut self) -> Option<PoolPage> {
         let mut p = self.alloc()?;
         self.bytes_mut(&mut p).fill(0);
+        (p.lo, p.hi) = (0, 0);
         Some(p)
     }
 
@@ -181,7 +251,37 @@ impl PagePool {
     pub fn free(&mut self, page: PoolPage) {
         self.check(page.pool);
         debug_assert!(!self.free.contains(&page.idx), "double free of pool page");
+        self.dirty[usize::from(page.idx)] = (page.lo, page.hi);
         self.free.push(page.idx);
+    }
+
+    /// The page's guest frame number, as the destination of a grant copy
+    /// of `len` bytes at `off` (recorded in the page's dirty extent).
+    pub fn gfn_for_write(&self, page: &mut PoolPage, off: usize, len: usize) -> Gfn {
+        page.mark_written(off, len);
+        self.gfn(page)
+    }
+
+    /// Zero everything of the page outside `off..off + len` that may be
+    /// non-zero (module doc), so the page can be shown to a peer whole.
+    pub fn scrub_outside(&self, page: &mut PoolPage, off: usize, len: usize) {
+        self.check(page.pool);
+        let end = off.saturating_add(len).min(PAGE_SIZE);
+        let off = off.min(end);
+        let (lo, hi) = page.dirty();
+        if lo < hi {
+            let p = self.ptr(page.idx);
+            // SAFETY: as for `bytes_mut`: the exclusive borrow of the
+            // unique handle makes this the only reference to the page.
+            let b = unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), PAGE_SIZE) };
+            if lo < off {
+                b[lo..off.min(hi)].fill(0);
+            }
+            if hi > end {
+                b[end.max(lo)..hi].fill(0);
+            }
+        }
+        (page.lo, page.hi) = (off as u16, end as u16);
     }
 
     /// The page's guest frame number (for grants and grant copies).
@@ -208,13 +308,29 @@ impl PagePool {
         unsafe { core::slice::from_raw_parts(p.as_ptr(), PAGE_SIZE) }
     }
 
-    /// The page's bytes, writable.
+    /// The page's bytes, writable (the whole page counts as written; see
+    /// [`crate::frame::Segment::bytes_mut`] for a segment's bytes).
     pub fn bytes_mut<'a>(&'a self, page: &'a mut PoolPage) -> &'a mut [u8] {
         self.check(page.pool);
+        (page.lo, page.hi) = (0, PAGE);
         let p = self.ptr(page.idx);
         // SAFETY: as for `bytes`; the exclusive borrow of the unique handle
         // makes this the only reference to the page.
         unsafe { core::slice::from_raw_parts_mut(p.as_ptr(), PAGE_SIZE) }
+    }
+
+    /// Bytes `off..off + len` of the page, writable; only they count as
+    /// written. Panics if the range is not inside the page.
+    pub fn range_mut<'a>(&'a self, page: &'a mut PoolPage, off: usize, len: usize) -> &'a mut [u8] {
+        self.check(page.pool);
+        assert!(
+            off.checked_add(len).is_some_and(|e| e <= PAGE_SIZE),
+            "range outside the page"
+        );
+        page.mark_written(off, len);
+        let p = self.ptr(page.idx);
+        // SAFETY: as for `bytes_mut`; the range is inside the page.
+        unsafe { core::slice::from_raw_parts_mut(p.as_ptr().add(off), len) }
     }
 
     /// A volatile view of the page (for code that shares it, e.g. tests
@@ -239,9 +355,12 @@ impl PagePool {
     /// grant was revoked).
     pub(crate) fn unlend(&self, page: LentPage) -> PoolPage {
         self.check(page.pool);
+        // The peer could write any of it.
         PoolPage {
             pool: page.pool,
             idx: page.idx,
+            lo: 0,
+            hi: PAGE,
         }
     }
 
@@ -250,21 +369,21 @@ impl PagePool {
         page.pool == self.id
     }
 
-    fn check(&self, pool: u32) {
+    fn check(&self, pool: NonZeroU16) {
         assert_eq!(pool, self.id, "pool page used with another pool");
     }
 
-    fn gfn_of(&self, idx: u32) -> Gfn {
+    fn gfn_of(&self, idx: u16) -> Gfn {
         let (c, o) = (idx as usize / CHUNK_PAGES, idx as usize % CHUNK_PAGES);
         self.chunks[c].gfn.add(o as u64)
     }
 
-    fn view(&self, idx: u32) -> SharedMem {
+    fn view(&self, idx: u16) -> SharedMem {
         let (c, o) = (idx as usize / CHUNK_PAGES, idx as usize % CHUNK_PAGES);
         self.chunks[c].mem.page(o)
     }
 
-    fn ptr(&self, idx: u32) -> NonNull<u8> {
+    fn ptr(&self, idx: u16) -> NonNull<u8> {
         let v = self.view(idx);
         NonNull::new(v.addr() as *mut u8).expect("pool page address is non-null")
     }
@@ -322,6 +441,59 @@ mod tests {
             let i = usize::try_from(gfn.0.checked_sub(0x1000)?).ok()?;
             (i + n <= self.total).then(|| self.pages.mem().sub(i * PAGE_SIZE, n * PAGE_SIZE))
         }
+    }
+
+    /// Stale bytes never survive a scrub, however the page was written
+    /// before (a whole-page write, a range, a grant-copy destination),
+    /// and bytes already known to be zero are not cleared again.
+    #[test]
+    fn scrub_clears_exactly_the_stale_bytes() {
+        let ram = TestRam::new(8);
+        // Memory that is not zero before the pool exists: new pages are
+        // dirty whole.
+        ram.pages.mem().fill(0, 8 * PAGE_SIZE, 0xee);
+        let mut pool = PagePool::new(&ram, 4).unwrap();
+        let mut p = pool.alloc().unwrap();
+        assert_eq!(p.dirty(), (0, PAGE_SIZE));
+        pool.range_mut(&mut p, 100, 50).fill(7);
+        pool.scrub_outside(&mut p, 100, 50);
+        let b = pool.bytes(&p);
+        assert!(b[..100].iter().all(|&x| x == 0));
+        assert!(b[100..150].iter().all(|&x| x == 7));
+        assert!(b[150..].iter().all(|&x| x == 0));
+        assert_eq!(p.dirty(), (100, 150));
+        // Freed and taken again: the extent comes back with the page.
+        let idx = p.index();
+        pool.free(p);
+        let mut p = pool.alloc().unwrap();
+        assert_eq!((p.index(), p.dirty()), (idx, (100, 150)));
+        // A grant-copy destination widens the extent; a later, shorter
+        // frame at offset 0 gets the old tail cleared.
+        let _ = pool.gfn_for_write(&mut p, 0, 1500);
+        pool.shared(&p).fill(0, 1500, 9);
+        assert_eq!(p.dirty(), (0, 1500));
+        pool.range_mut(&mut p, 0, 64).fill(1);
+        pool.scrub_outside(&mut p, 0, 64);
+        let b = pool.bytes(&p);
+        assert!(b[..64].iter().all(|&x| x == 1));
+        assert!(b[64..].iter().all(|&x| x == 0));
+        // Whole-page access makes it all dirty again.
+        pool.bytes_mut(&mut p)[4000] = 5;
+        assert_eq!(p.dirty(), (0, PAGE_SIZE));
+        pool.scrub_outside(&mut p, 0, 64);
+        assert_eq!(pool.bytes(&p)[4000], 0);
+        pool.free(p);
+    }
+
+    #[test]
+    fn oversized_pool_is_refused() {
+        let ram = TestRam::new(1);
+        assert_eq!(
+            PagePool::new(&ram, MAX_POOL_PAGES + 1).unwrap_err(),
+            PoolError::TooLarge {
+                pages: MAX_POOL_PAGES + 1
+            }
+        );
     }
 
     #[test]
