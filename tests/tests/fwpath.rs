@@ -17,15 +17,19 @@ fn one_copy_no_allocation_and_nat_for_every_frame() {
     let host = SimHost::new().expect("simulated host");
     let quick = cfg!(debug_assertions);
     for (size, frames) in [
-        (64, if quick { 20_000 } else { 200_000 }),
-        (1500, if quick { 10_000 } else { 100_000 }),
-        (65535, if quick { 1_000 } else { 10_000 }),
+        (64, if quick { 50_000 } else { 200_000 }),
+        (1500, if quick { 50_000 } else { 100_000 }),
+        (65535, if quick { 2_000 } else { 10_000 }),
     ] {
         let mut spec = FwBenchSpec::new(size, frames);
         spec.warmup = 200;
         let r = run(&host, &spec).expect("run");
         assert_eq!(r.frames, frames, "{size} B");
         assert_eq!(r.not_natted, 0, "{size} B: frames without source NAT");
+        // Window edges: up to a few hundred frames are inside the firewall
+        // (rings, queue) when the window opens and closes, hence the
+        // tolerance; dropping at a full ring instead of holding costs
+        // several percent more.
         let ratio = r.fw.grant_copy_bytes as f64 / r.frame_bytes as f64;
         assert!(
             (0.98..=1.02).contains(&ratio),

@@ -404,6 +404,20 @@ mod tests {
     use super::*;
     use crate::memory::{Gfn, GuestMemory, LocalPages, SharedMem};
 
+    /// A frame moves by value through every queue on the data path, several
+    /// times per packet: keep it small (4-byte page handles, niche-packed
+    /// segments).
+    #[test]
+    fn frame_stays_small() {
+        assert_eq!(core::mem::size_of::<Segment>(), 8);
+        assert_eq!(core::mem::size_of::<Option<Segment>>(), 8);
+        assert!(
+            core::mem::size_of::<Frame>() <= 160,
+            "{}",
+            core::mem::size_of::<Frame>()
+        );
+    }
+
     struct Ram(LocalPages, core::cell::Cell<usize>, usize);
     impl GuestMemory for Ram {
         fn alloc_pages(&self, n: usize) -> Option<Gfn> {

@@ -29,7 +29,7 @@
 //! out (netfront tx) everything around the frame's bytes must be zero: a
 //! pool page may still hold an earlier packet, maybe one the rules denied.
 //! Clearing the rest of every page costs a 4 KiB memset per 64-byte frame,
-//! so each page carries the extent `[lo, hi)` outside which it is known to
+//! so the pool keeps for each page the extent `[lo, hi)` outside which it is known to
 //! be zero, widened by every write path (whole-page access: the whole
 //! page; a segment's bytes or a grant copy into it: that range; a page a
 //! peer could write: the whole page) and narrowed only by
@@ -38,6 +38,7 @@
 //! platform handing out zeroed memory.
 
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::num::NonZeroU16;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -66,9 +67,6 @@ const PAGE: u16 = PAGE_SIZE as u16;
 pub struct PoolPage {
     pool: NonZeroU16,
     idx: u16,
-    /// Outside `lo..hi` the page is zero (module doc).
-    lo: u16,
-    hi: u16,
 }
 
 impl PoolPage {
@@ -76,26 +74,6 @@ impl PoolPage {
     /// page).
     pub fn index(&self) -> u32 {
         u32::from(self.idx)
-    }
-
-    /// The extent `lo..hi` outside which the page is known to be zero.
-    pub fn dirty(&self) -> (usize, usize) {
-        (usize::from(self.lo), usize::from(self.hi))
-    }
-
-    /// Note that `off..off + len` may have been written.
-    pub fn mark_written(&mut self, off: usize, len: usize) {
-        if len == 0 {
-            return;
-        }
-        let end = off.saturating_add(len).min(PAGE_SIZE) as u16;
-        let off = off.min(PAGE_SIZE) as u16;
-        if self.lo >= self.hi {
-            (self.lo, self.hi) = (off, end);
-        } else {
-            self.lo = self.lo.min(off);
-            self.hi = self.hi.max(end);
-        }
     }
 }
 
@@ -162,8 +140,10 @@ pub struct PagePool {
     chunks: Vec<Chunk>,
     pages: u32,
     free: Vec<u16>,
-    /// The dirty extent of each free page, kept while it is free.
-    dirty: Vec<(u16, u16)>,
+    /// Each page's extent `lo..hi` outside which it is known to be zero
+    /// (module doc). A `Cell`: writers hold the page's unique handle, so
+    /// only they touch its entry, but through `&self`.
+    dirty: Vec<Cell<(u16, u16)>>,
     low_water: usize,
 }
 
@@ -197,7 +177,7 @@ impl PagePool {
             pages: pages as u32,
             // Pop from the end: hand out low indices first.
             free: (0..pages).rev().map(|i| i as u16).collect(),
-            dirty: alloc::vec![(0, PAGE); pages],
+            dirty: (0..pages).map(|_| Cell::new((0, PAGE))).collect(),
             low_water: pages,
         })
     }
@@ -227,20 +207,14 @@ impl PagePool {
     pub fn alloc(&mut self) -> Option<PoolPage> {
         let idx = self.free.pop()?;
         self.low_water = self.low_water.min(self.free.len());
-        let (lo, hi) = self.dirty[usize::from(idx)];
-        Some(PoolPage {
-            pool: self.id,
-            idx,
-            lo,
-            hi,
-        })
+        Some(PoolPage { pool: self.id, idx })
     }
 
     /// Take a page and zero it (for buffers a peer will read).
     pub fn alloc_zeroed(&mut self) -> Option<PoolPage> {
         let mut p = self.alloc()?;
         self.bytes_mut(&mut p).fill(0);
-        (p.lo, p.hi) = (0, 0);
+        self.dirty[usize::from(p.idx)].set((0, 0));
         Some(p)
     }
 
@@ -251,15 +225,38 @@ impl PagePool {
     pub fn free(&mut self, page: PoolPage) {
         self.check(page.pool);
         debug_assert!(!self.free.contains(&page.idx), "double free of pool page");
-        self.dirty[usize::from(page.idx)] = (page.lo, page.hi);
         self.free.push(page.idx);
     }
 
     /// The page's guest frame number, as the destination of a grant copy
     /// of `len` bytes at `off` (recorded in the page's dirty extent).
     pub fn gfn_for_write(&self, page: &mut PoolPage, off: usize, len: usize) -> Gfn {
-        page.mark_written(off, len);
+        self.mark_written(page, off, len);
         self.gfn(page)
+    }
+
+    /// The extent `lo..hi` outside which the page is known to be zero.
+    pub fn dirty(&self, page: &PoolPage) -> (usize, usize) {
+        self.check(page.pool);
+        let (lo, hi) = self.dirty[usize::from(page.idx)].get();
+        (usize::from(lo), usize::from(hi))
+    }
+
+    /// Note that `off..off + len` of the page may have been written.
+    pub fn mark_written(&self, page: &mut PoolPage, off: usize, len: usize) {
+        self.check(page.pool);
+        if len == 0 {
+            return;
+        }
+        let end = off.saturating_add(len).min(PAGE_SIZE) as u16;
+        let off = off.min(PAGE_SIZE) as u16;
+        let e = &self.dirty[usize::from(page.idx)];
+        let (lo, hi) = e.get();
+        e.set(if lo >= hi {
+            (off, end)
+        } else {
+            (lo.min(off), hi.max(end))
+        });
     }
 
     /// Zero everything of the page outside `off..off + len` that may be
@@ -268,7 +265,7 @@ impl PagePool {
         self.check(page.pool);
         let end = off.saturating_add(len).min(PAGE_SIZE);
         let off = off.min(end);
-        let (lo, hi) = page.dirty();
+        let (lo, hi) = self.dirty(page);
         if lo < hi {
             let p = self.ptr(page.idx);
             // SAFETY: as for `bytes_mut`: the exclusive borrow of the
@@ -281,7 +278,7 @@ impl PagePool {
                 b[end.max(lo)..hi].fill(0);
             }
         }
-        (page.lo, page.hi) = (off as u16, end as u16);
+        self.dirty[usize::from(page.idx)].set((off as u16, end as u16));
     }
 
     /// The page's guest frame number (for grants and grant copies).
@@ -312,7 +309,7 @@ impl PagePool {
     /// [`crate::frame::Segment::bytes_mut`] for a segment's bytes).
     pub fn bytes_mut<'a>(&'a self, page: &'a mut PoolPage) -> &'a mut [u8] {
         self.check(page.pool);
-        (page.lo, page.hi) = (0, PAGE);
+        self.dirty[usize::from(page.idx)].set((0, PAGE));
         let p = self.ptr(page.idx);
         // SAFETY: as for `bytes`; the exclusive borrow of the unique handle
         // makes this the only reference to the page.
@@ -327,7 +324,7 @@ impl PagePool {
             off.checked_add(len).is_some_and(|e| e <= PAGE_SIZE),
             "range outside the page"
         );
-        page.mark_written(off, len);
+        self.mark_written(page, off, len);
         let p = self.ptr(page.idx);
         // SAFETY: as for `bytes_mut`; the range is inside the page.
         unsafe { core::slice::from_raw_parts_mut(p.as_ptr().add(off), len) }
@@ -356,11 +353,10 @@ impl PagePool {
     pub(crate) fn unlend(&self, page: LentPage) -> PoolPage {
         self.check(page.pool);
         // The peer could write any of it.
+        self.dirty[usize::from(page.idx)].set((0, PAGE));
         PoolPage {
             pool: page.pool,
             idx: page.idx,
-            lo: 0,
-            hi: PAGE,
         }
     }
 
@@ -454,24 +450,24 @@ mod tests {
         ram.pages.mem().fill(0, 8 * PAGE_SIZE, 0xee);
         let mut pool = PagePool::new(&ram, 4).unwrap();
         let mut p = pool.alloc().unwrap();
-        assert_eq!(p.dirty(), (0, PAGE_SIZE));
+        assert_eq!(pool.dirty(&p), (0, PAGE_SIZE));
         pool.range_mut(&mut p, 100, 50).fill(7);
         pool.scrub_outside(&mut p, 100, 50);
         let b = pool.bytes(&p);
         assert!(b[..100].iter().all(|&x| x == 0));
         assert!(b[100..150].iter().all(|&x| x == 7));
         assert!(b[150..].iter().all(|&x| x == 0));
-        assert_eq!(p.dirty(), (100, 150));
+        assert_eq!(pool.dirty(&p), (100, 150));
         // Freed and taken again: the extent comes back with the page.
         let idx = p.index();
         pool.free(p);
         let mut p = pool.alloc().unwrap();
-        assert_eq!((p.index(), p.dirty()), (idx, (100, 150)));
+        assert_eq!((p.index(), pool.dirty(&p)), (idx, (100, 150)));
         // A grant-copy destination widens the extent; a later, shorter
         // frame at offset 0 gets the old tail cleared.
         let _ = pool.gfn_for_write(&mut p, 0, 1500);
         pool.shared(&p).fill(0, 1500, 9);
-        assert_eq!(p.dirty(), (0, 1500));
+        assert_eq!(pool.dirty(&p), (0, 1500));
         pool.range_mut(&mut p, 0, 64).fill(1);
         pool.scrub_outside(&mut p, 0, 64);
         let b = pool.bytes(&p);
@@ -479,7 +475,7 @@ mod tests {
         assert!(b[64..].iter().all(|&x| x == 0));
         // Whole-page access makes it all dirty again.
         pool.bytes_mut(&mut p)[4000] = 5;
-        assert_eq!(p.dirty(), (0, PAGE_SIZE));
+        assert_eq!(pool.dirty(&p), (0, PAGE_SIZE));
         pool.scrub_outside(&mut p, 0, 64);
         assert_eq!(pool.bytes(&p)[4000], 0);
         pool.free(p);

@@ -24,13 +24,49 @@
 use core::sync::atomic::Ordering;
 use std::collections::HashMap;
 
-use super::memory::XEN_GRANT_FRAME0;
+use std::sync::Arc;
+
+use super::memory::{DomainMemory, XEN_GRANT_FRAME0};
 use super::{Dom, State};
 use crate::abi::domid::DOMID_SELF;
 use crate::abi::grant_table::*;
 use crate::abi::{DomId, Errno, GrantHandle, GrantRef, PAGE_SIZE};
 use crate::hypervisor::HvResult;
 use crate::memory::{Gfn, SharedMem};
+
+/// The data movement of one checked, pinned grant copy.
+pub(crate) struct CopyRun {
+    src: SharedMem,
+    dst: SharedMem,
+    src_off: usize,
+    dst_off: usize,
+    len: usize,
+    /// Both domains' memory stays mapped while the copy runs, even if a
+    /// domain is destroyed meanwhile.
+    _keep: (Arc<DomainMemory>, Arc<DomainMemory>),
+}
+
+/// A grant copy between [`State::prepare_copy`] and [`State::finish_copy`]:
+/// the pins it holds, and the copy to run (none if it failed after
+/// pinning).
+pub(crate) struct PreparedCopy {
+    src_pin: Option<(DomId, GrantRef)>,
+    dst_pin: Option<(DomId, GrantRef)>,
+    run: Option<CopyRun>,
+}
+
+impl PreparedCopy {
+    /// Move the bytes (no lock held); the bytes moved.
+    pub(crate) fn run(&self) -> usize {
+        match &self.run {
+            Some(r) => {
+                r.dst.copy_from(r.dst_off, &r.src, r.src_off, r.len);
+                r.len
+            }
+            None => 0,
+        }
+    }
+}
 
 /// A foreign page a domain has mapped.
 #[derive(Clone, Copy, Debug)]
@@ -59,12 +95,19 @@ pub(crate) struct GrantState {
 
 const ENTRY: usize = 8;
 
+/// Copies checked and pinned together, then run without the lock.
+pub(crate) const COPY_CHUNK: usize = 32;
+
 impl GrantState {
     /// A table of `max_frames` frames, one of them in use.
     pub(crate) fn new(max_frames: u32) -> GrantState {
         GrantState {
             nr_frames: 1,
             max_frames,
+            // A copy batch pins up to `COPY_CHUNK` entries of one granter
+            // at once; reserved so the pins never allocate on a guest's
+            // hot path (the simulated hypercall runs on its thread).
+            pins: HashMap::with_capacity(2 * COPY_CHUNK),
             ..Default::default()
         }
     }
@@ -274,19 +317,89 @@ impl State {
             .unwrap_or_default()
     }
 
-    pub(crate) fn grant_copy(&mut self, caller: DomId, ops: &mut [GnttabCopy]) -> HvResult {
-        for op in ops.iter_mut() {
-            op.status = match self.copy_one(caller, op) {
-                Ok(()) => {
-                    let c = &mut self.dom_mut(caller)?.counters;
-                    c.grant_copies += 1;
-                    c.grant_copy_bytes += op.len as u64;
-                    status::OKAY
-                }
-                Err(st) => st,
-            };
+    /// Check and pin one copy (under the hypervisor lock). On success the
+    /// bytes are moved by [`PreparedCopy::run`] with the lock released,
+    /// as on Xen, where copies of different vCPUs run in parallel while
+    /// their grants are pinned; then [`State::finish_copy`] unpins.
+    pub(crate) fn prepare_copy(
+        &mut self,
+        caller: DomId,
+        op: &GnttabCopy,
+    ) -> Result<PreparedCopy, i16> {
+        // Xen tests only these two bits; other flag bits are ignored.
+        let src_gref = op.flags & GNTCOPY_SOURCE_GREF != 0;
+        let dst_gref = op.flags & GNTCOPY_DEST_GREF != 0;
+        // Xen's order: both domids, then source and destination claimed,
+        // then the bounds of the copy.
+        for (side, gref) in [(&op.source, src_gref), (&op.dest, dst_gref)] {
+            if side.domid != DOMID_SELF && !gref {
+                return Err(status::PERMISSION_DENIED);
+            }
         }
-        Ok(())
+        let (sd, sf) = self.copy_side(caller, &op.source, src_gref, false)?;
+        let unpin_src = |st: &mut State| {
+            if src_gref {
+                if let Some(g) = st.doms.get_mut(&sd) {
+                    g.unpin(op.source.u as GrantRef, false);
+                }
+            }
+        };
+        let (dd, df) = match self.copy_side(caller, &op.dest, dst_gref, true) {
+            Ok(d) => d,
+            Err(e) => {
+                unpin_src(self);
+                return Err(e);
+            }
+        };
+        let pins = PreparedCopy {
+            src_pin: src_gref.then_some((sd, op.source.u as GrantRef)),
+            dst_pin: dst_gref.then_some((dd, op.dest.u as GrantRef)),
+            run: None,
+        };
+        let in_bounds = op.source.offset as usize + op.len as usize <= PAGE_SIZE
+            && op.dest.offset as usize + op.len as usize <= PAGE_SIZE;
+        if !in_bounds {
+            self.finish_copy(caller, pins, 0);
+            return Err(status::BAD_COPY_ARG);
+        }
+        let (Some(sm), Some(dm)) = (
+            self.doms.get(&sd).map(|d| d.mem.clone()),
+            self.doms.get(&dd).map(|d| d.mem.clone()),
+        ) else {
+            self.finish_copy(caller, pins, 0);
+            return Err(status::GENERAL_ERROR);
+        };
+        Ok(PreparedCopy {
+            run: Some(CopyRun {
+                src: sm.ram_page(sf),
+                dst: dm.ram_page(df),
+                src_off: op.source.offset as usize,
+                dst_off: op.dest.offset as usize,
+                len: op.len as usize,
+                _keep: (sm, dm),
+            }),
+            ..pins
+        })
+    }
+
+    /// Unpin a prepared copy and count `bytes` moved (0: it failed).
+    pub(crate) fn finish_copy(&mut self, caller: DomId, c: PreparedCopy, bytes: usize) {
+        if let Some((d, r)) = c.src_pin {
+            if let Some(g) = self.doms.get_mut(&d) {
+                g.unpin(r, false);
+            }
+        }
+        if let Some((d, r)) = c.dst_pin {
+            if let Some(g) = self.doms.get_mut(&d) {
+                g.unpin(r, true);
+            }
+        }
+        if c.run.is_some() {
+            if let Ok(me) = self.dom_mut(caller) {
+                me.counters.grant_copies += 1;
+                me.counters.grant_copy_bytes += bytes as u64;
+            }
+        }
     }
 
     /// Resolve one side of a copy to (owner domid, frame), pinning a gref.
@@ -317,51 +430,6 @@ impl State {
             }
             Ok((caller, side.u))
         }
-    }
-
-    fn copy_one(&mut self, caller: DomId, op: &GnttabCopy) -> Result<(), i16> {
-        // Xen tests only these two bits; other flag bits are ignored.
-        let src_gref = op.flags & GNTCOPY_SOURCE_GREF != 0;
-        let dst_gref = op.flags & GNTCOPY_DEST_GREF != 0;
-        // Xen's order: both domids, then source and destination claimed,
-        // then the bounds of the copy.
-        for (side, gref) in [(&op.source, src_gref), (&op.dest, dst_gref)] {
-            if side.domid != DOMID_SELF && !gref {
-                return Err(status::PERMISSION_DENIED);
-            }
-        }
-        let (sd, sf) = self.copy_side(caller, &op.source, src_gref, false)?;
-        let dest = self.copy_side(caller, &op.dest, dst_gref, true);
-        let in_bounds = op.source.offset as usize + op.len as usize <= PAGE_SIZE
-            && op.dest.offset as usize + op.len as usize <= PAGE_SIZE;
-        let result = match dest {
-            Err(e) => Err(e),
-            Ok(_) if !in_bounds => Err(status::BAD_COPY_ARG),
-            Ok((dd, df)) => {
-                let src = self.doms.get(&sd).map(|d| d.mem.ram_page(sf));
-                let dst = self.doms.get(&dd).map(|d| d.mem.ram_page(df));
-                if let (Some(src), Some(dst)) = (src, dst) {
-                    dst.copy_from(
-                        op.dest.offset as usize,
-                        &src,
-                        op.source.offset as usize,
-                        op.len as usize,
-                    );
-                }
-                Ok(())
-            }
-        };
-        if src_gref {
-            if let Some(g) = self.doms.get_mut(&sd) {
-                g.unpin(op.source.u as GrantRef, false);
-            }
-        }
-        if let (true, Ok((dd, _))) = (dst_gref, dest) {
-            if let Some(g) = self.doms.get_mut(&dd) {
-                g.unpin(op.dest.u as GrantRef, true);
-            }
-        }
-        result
     }
 
     /// `XENMAPSPACE_grant_table`: make frame `idx` of the caller's table
