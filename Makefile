@@ -28,14 +28,22 @@ HOST_FEATURES := --features xen/sim,qubesdb/sim
 
 # The unikernel: built for the host triple as no_std/no_main with its own
 # linker script (firewall/build.rs, firewall/vmlinuz.ld). The explicit
-# --target keeps these flags off build scripts and proc macros; the path
-# remapping keeps the image independent of where it was built.
+# --target keeps these flags off build scripts and proc macros. The image
+# is reproducible: the path remapping keeps it independent of where the
+# sources, $HOME and cargo's crate cache are (rustc applies the last
+# matching prefix, so the most specific comes last), the linker writes no
+# build-id, and nothing else records the time or the machine.
 KERNEL_TARGET := x86_64-unknown-linux-gnu
-KERNEL_RUSTFLAGS := -C no-redzone=yes -C relocation-model=static --remap-path-prefix=$(CURDIR)=/src --remap-path-prefix=$(HOME)=/home
+CARGO_HOME_DIR := $(or $(CARGO_HOME),$(HOME)/.cargo)
+KERNEL_RUSTFLAGS := -C no-redzone=yes -C relocation-model=static --remap-path-prefix=$(HOME)=/home --remap-path-prefix=$(CARGO_HOME_DIR)=/cargo --remap-path-prefix=$(CURDIR)=/src
 KERNEL_CARGO = RUSTFLAGS="$(KERNEL_RUSTFLAGS)" $(CARGO)
 KERNEL_ARGS := -p firewall --bin vmlinuz --no-default-features --features pvh --target $(KERNEL_TARGET)
 KERNEL_BUILT := target/$(KERNEL_TARGET)/kernel/vmlinuz
 VMLINUZ := dist/mirage-firewall/vmlinuz
+# kernel-check builds the kernel a second time here and compares the bytes.
+KERNEL_REPRO_DIR := target/repro
+# The image's expected SHA-256 (`make vmlinuz-sha` rewrites it).
+VMLINUZ_SHA := tests/kernel/vmlinuz.sha256
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
 
 # Seconds each fuzz target runs in `make fuzz-smoke`.
@@ -45,7 +53,7 @@ FUZZ_DIR := fuzz
 
 banner = printf '\n==== %s ====\n' "$(1)"
 
-.PHONY: help test deps fmt fmt-check clippy unit test-rust vif-release bench fuzz-smoke lab build doc clean vmlinuz kernel-check xen-boot
+.PHONY: help test deps fmt fmt-check clippy unit test-rust vif-release bench fuzz-smoke lab build doc clean vmlinuz vmlinuz-sha kernel-check xen-boot
 
 help:
 	@echo "make test        everything CI runs: deps fmt-check clippy unit vif-release kernel-check fuzz-smoke"
@@ -56,7 +64,8 @@ help:
 	@echo "make clippy      clippy with -D warnings (all features, default features, no-std libs)"
 	@echo "make unit        cargo test --workspace with the simulator (alias: test-rust)"
 	@echo "make vmlinuz     build $(VMLINUZ) (the PVH unikernel) and print its size and SHA-256"
-	@echo "make kernel-check static checks of the image and a QEMU (TCG) PVH boot smoke test"
+	@echo "make kernel-check static checks, QEMU (TCG) PVH boots (plain and W^X self-tests), reproducibility, SHA-256"
+	@echo "make vmlinuz-sha write the image's SHA-256 to $(VMLINUZ_SHA) (after an intended kernel change)"
 	@echo "make xen-boot    boot $(VMLINUZ) as a PVH domU on real Xen 4.17 under QEMU TCG (tests/xen)"
 	@echo "make vif-release the vif pair matrix (8M frames) and hostile-client proptest, release build"
 	@echo "make bench       the netfront -> netback benchmark on xen::sim"
@@ -185,11 +194,38 @@ xen-boot: vmlinuz
 	tests/xen/build-image.sh
 	tests/xen/run-guest.sh $(VMLINUZ) --name firewall --expect "FIRST-BOOT OK" --timeout 60 --no-build
 
+# After an intended change to the kernel (its code, Cargo.lock or the
+# toolchain all change the bytes): record the new digest and commit it.
+vmlinuz-sha: vmlinuz
+	@sha256sum $(VMLINUZ) | cut -d' ' -f1 > $(VMLINUZ_SHA)
+	echo "$(VMLINUZ_SHA): $$(cat $(VMLINUZ_SHA)) (rustc $$(rustc --version | cut -d' ' -f2)); commit it with the change"
+
 kernel-check: vmlinuz
 	@$(call banner,kernel-check: static image checks)
-	python3 tests/kernel/check_image.py $(VMLINUZ)
-	$(call banner,kernel-check: QEMU TCG PVH boot)
+	python3 tests/kernel/check_image.py $(VMLINUZ) --forbid "$(CURDIR)" --forbid "$(HOME)" --forbid "$(CARGO_HOME_DIR)"
+	$(call banner,kernel-check: QEMU TCG PVH boots: plain and the W^X/guard self-tests)
 	tests/kernel/qemu-smoke.sh $(VMLINUZ) $(VERSION)
+	$(call banner,kernel-check: reproducible: a second build in $(KERNEL_REPRO_DIR))
+	$(KERNEL_CARGO) build --profile kernel $(KERNEL_ARGS) --target-dir $(KERNEL_REPRO_DIR)
+	second=$(KERNEL_REPRO_DIR)/$(KERNEL_TARGET)/kernel/vmlinuz
+	if ! cmp $(VMLINUZ) "$$second"; then
+	  echo "FAIL: two builds of the same sources differ: $(VMLINUZ) and $$second" >&2
+	  echo "      (something machine- or time-specific leaks into the image; compare them with 'cmp -l' or diffoscope)" >&2
+	  exit 1
+	fi
+	echo "ok   $(VMLINUZ) and $$second are identical ($$(stat -c %s $(VMLINUZ)) bytes)"
+	$(call banner,kernel-check: SHA-256 against $(VMLINUZ_SHA))
+	have=$$(sha256sum $(VMLINUZ) | cut -d' ' -f1)
+	want=$$(tr -d '[:space:]' < $(VMLINUZ_SHA) 2>/dev/null || echo "(no such file)")
+	if [ "$$have" != "$$want" ]; then
+	  echo "FAIL: $(VMLINUZ) has SHA-256 $$have," >&2
+	  echo "      but $(VMLINUZ_SHA) expects $$want." >&2
+	  echo "      Every change to the kernel's code, to Cargo.lock or to the toolchain changes the image" >&2
+	  echo "      (this one was built with $$(rustc --version))." >&2
+	  echo "      If the change is intended: run 'make vmlinuz-sha' and commit $(VMLINUZ_SHA) with it." >&2
+	  exit 1
+	fi
+	echo "ok   SHA-256 $$have matches $(VMLINUZ_SHA)"
 
 build:
 	$(CARGO) build --workspace --all-targets $(HOST_FEATURES)

@@ -16,6 +16,11 @@ use xen::HypervisorExt;
 xen::pvh_main!(main);
 
 fn main(boot: &'static BootInfo) -> ! {
+    // `selftest=wx|nx|guard`: fault on purpose (tests/kernel/qemu-smoke.sh).
+    // First, before anything needs Xen: without Xen main runs only for this.
+    if let Some(test) = xen::pvh::selftest::from_cmdline(boot.cmdline()) {
+        test();
+    }
     let ev = EventChannels::new(Pvh).expect("event channels");
     let console = Console::from_params(ev.clone()).expect("console ring");
     xen::pvh::init_logging(console, log::LevelFilter::Info);

@@ -13,7 +13,9 @@
 //! on; loads a 64-bit GDT; far-returns into 64-bit code; loads the data
 //! segments and the boot stack; and calls [`super::start::pvh_start64`]
 //! with the start info address. Nothing here touches memory outside the
-//! image. (W^X page tables replace these boot tables later, in Rust.)
+//! image. These boot tables map everything read-write-execute; once in
+//! Rust, [`super::paging`] replaces them with W^X tables and an unmapped
+//! guard page below the stack.
 
 use super::start::pvh_start64;
 
@@ -26,10 +28,12 @@ const BOOT_PDS: usize = 5;
 pub(super) struct PageTable(pub(super) [u64; 512]);
 
 #[repr(C, align(4096))]
-struct Stack([u8; STACK_SIZE]);
+pub(super) struct Stack([u8; STACK_SIZE]);
 
 // The boot page tables and stack live in .bss (zeroed by the loader). They
-// are only ever touched by the stub below, through `sym`.
+// are only ever touched by the stub below, through `sym`. The stack has its
+// own input section: the linker script puts it at a page boundary right
+// above the guard page (`__stack_bottom`).
 #[unsafe(no_mangle)]
 static mut BOOT_PML4: PageTable = PageTable([0; 512]);
 #[unsafe(no_mangle)]
@@ -37,7 +41,8 @@ static mut BOOT_PDPT: PageTable = PageTable([0; 512]);
 #[unsafe(no_mangle)]
 static mut BOOT_PD: [PageTable; BOOT_PDS] = [const { PageTable([0; 512]) }; BOOT_PDS];
 #[unsafe(no_mangle)]
-static mut BOOT_STACK: Stack = Stack([0; STACK_SIZE]);
+#[unsafe(link_section = ".bss.boot_stack")]
+pub(super) static mut BOOT_STACK: Stack = Stack([0; STACK_SIZE]);
 
 core::arch::global_asm!(
     // XEN_ELFNOTE_PHYS32_ENTRY: namesz 4, descsz 4, type 18, "Xen", entry.

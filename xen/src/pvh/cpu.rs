@@ -37,6 +37,57 @@ pub unsafe fn wrmsr(msr: u32, value: u64) {
     }
 }
 
+/// `rdmsr`.
+///
+/// # Safety
+/// `msr` must exist on this CPU (reading an unknown MSR faults).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: forwarded to the caller; rdmsr only reads.
+    unsafe {
+        core::arch::asm!(
+            "rdmsr",
+            in("ecx") msr,
+            out("eax") lo,
+            out("edx") hi,
+            options(nostack, nomem, preserves_flags),
+        );
+    }
+    ((hi as u64) << 32) | lo as u64
+}
+
+/// CR0.
+pub fn cr0() -> u64 {
+    let v: u64;
+    // SAFETY: reading CR0 has no side effect (we run at CPL 0).
+    unsafe {
+        core::arch::asm!("mov {}, cr0", out(reg) v, options(nostack, nomem, preserves_flags))
+    };
+    v
+}
+
+/// Write CR0.
+///
+/// # Safety
+/// The new value must keep the CPU in a state the kernel runs in (long
+/// mode, paging on, SSE usable).
+pub unsafe fn set_cr0(v: u64) {
+    // SAFETY: forwarded to the caller. Not `nomem`: changing CR0 (e.g.
+    // WP) changes what memory accesses do, so it is ordered with them.
+    unsafe { core::arch::asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Load CR3 (switch page tables; flushes every non-global TLB entry).
+///
+/// # Safety
+/// `pml4` must be the physical address of a valid top-level table that
+/// maps, with the permissions they need, the code, stack and data in use.
+pub unsafe fn set_cr3(pml4: u64) {
+    // SAFETY: forwarded to the caller; not `nomem`, the page tables must
+    // be written before the switch.
+    unsafe { core::arch::asm!("mov cr3, {}", in(reg) pml4, options(nostack, preserves_flags)) };
+}
+
 /// `out dx, al`: used only for the debug console port (0xe9) and QEMU's
 /// exit device, which have no side effects beyond their purpose.
 pub fn outb(port: u16, value: u8) {

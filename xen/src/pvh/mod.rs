@@ -4,12 +4,14 @@
 //! [`GuestMemory`] over an identity-mapped address space: a GFN is its
 //! address >> 12. RAM pages come from the heap (page-aligned allocations);
 //! hole frames, where Xen places foreign grant mappings, are the 4..5 GiB
-//! window that the boot page tables map but no RAM backs.
+//! window that the page tables map but no RAM backs.
 //!
-//! The entry code, the Rust start and the runtime (panic handler,
-//! allocator, `mem*`) are compiled only into the freestanding kernel, never
-//! into a host build (`std`) or a test. This module, [`crate::hypercall`]
-//! and [`crate::memory`] are the only places in the crate with `unsafe`.
+//! The entry code, the Rust start, the W^X page tables ([`paging`]), the
+//! exception handlers, the self-tests ([`selftest`]) and the runtime (panic
+//! handler, allocator, `mem*`) are compiled only into the freestanding
+//! kernel, never into a host build (`std`) or a test. This module,
+//! [`crate::hypercall`] and [`crate::memory`] are the only places in the
+//! crate with `unsafe`.
 
 #![allow(unsafe_code)]
 
@@ -18,9 +20,15 @@ mod boot;
 pub mod clock;
 pub mod cpu;
 #[cfg(not(any(test, feature = "std")))]
+pub mod paging;
+#[cfg(not(any(test, feature = "std")))]
 mod rt;
 #[cfg(not(any(test, feature = "std")))]
+pub mod selftest;
+#[cfg(not(any(test, feature = "std")))]
 mod start;
+#[cfg(not(any(test, feature = "std")))]
+mod trap;
 
 #[cfg(not(any(test, feature = "std")))]
 pub use start::BootInfo;
@@ -51,6 +59,27 @@ pub const MAPPED_GFN_LIMIT: u64 = HOLE_FIRST + HOLE_PAGES as u64;
 
 static SHARED_INFO_GFN: AtomicU64 = AtomicU64::new(0);
 static HOLE: spin::Mutex<Option<PageBitmap>> = spin::Mutex::new(None);
+
+/// A static that the Rust start writes once, on the only vCPU with
+/// interrupts off, before handing it to the CPU (page tables, GDT, IDT,
+/// TSS); after that nothing but the CPU reads it. Statics with interior
+/// mutability are always placed in writable memory.
+#[cfg_attr(any(test, feature = "std"), allow(dead_code))]
+struct BootCell<T>(core::cell::UnsafeCell<T>);
+
+// SAFETY: see the type: one writer, before any other user exists.
+unsafe impl<T> Sync for BootCell<T> {}
+
+#[cfg_attr(any(test, feature = "std"), allow(dead_code))]
+impl<T> BootCell<T> {
+    const fn new(t: T) -> Self {
+        BootCell(core::cell::UnsafeCell::new(t))
+    }
+
+    fn addr(&self) -> u64 {
+        self.0.get() as u64
+    }
+}
 
 /// Declare the kernel's main: `xen::pvh_main!(main)` with
 /// `fn main(boot: &'static xen::pvh::BootInfo) -> !`.

@@ -1,18 +1,21 @@
 //! From the boot stub to the kernel's `main`.
 //!
 //! [`pvh_start64`] runs on the boot stack in long mode with the boot page
-//! tables. It copies what it needs out of `hvm_start_info` (command line,
-//! memory map) before anything can overwrite it, detects Xen, installs the
+//! tables. It installs the exception handlers, copies what it needs out of
+//! `hvm_start_info` (command line, memory map) before anything can
+//! overwrite it, switches to the W^X page tables, detects Xen, installs the
 //! hypercall page (in long mode, so shared info is latched 64-bit), maps
 //! shared info (for pvclock and event channels), hands the RAM after the
 //! image to the heap, and calls the kernel's main (see [`crate::pvh_main`]).
 //! Without Xen (plain QEMU PVH boot, the CI smoke test) it says so on the
-//! debug port and stops QEMU through its exit device.
+//! debug port and stops QEMU through its exit device, unless the command
+//! line asks for a self-test ([`super::selftest`]): then it enters main
+//! anyway, with no heap and `xen_version` (0, 0), for main to run the test.
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
-use super::{cpu, early, Pvh, SHARED_INFO_GFN};
+use super::{boot, cpu, early, paging, selftest, trap, Pvh, SHARED_INFO_GFN};
 use crate::abi::domid::DOMID_SELF;
 use crate::abi::hvm::{HvmMemmapTableEntry, HvmStartInfo, XEN_HVM_START_MAGIC_VALUE};
 use crate::abi::memory::{e820, XenAddToPhysmap, XENMAPSPACE_SHARED_INFO};
@@ -29,7 +32,8 @@ pub const QEMU_EXIT_PORT: u16 = 0xf4;
 pub struct BootInfo {
     cmdline: [u8; CMDLINE_MAX],
     cmdline_len: usize,
-    /// Xen's version (major, minor).
+    /// Xen's version (major, minor); (0, 0) without Xen (main is then
+    /// entered only for a self-test).
     pub xen_version: (u16, u16),
     /// The heap: first byte.
     pub heap_start: u64,
@@ -65,7 +69,8 @@ unsafe extern "C" {
 }
 
 fn read_phys<T: Copy>(paddr: u64) -> T {
-    // SAFETY: the boot tables identity-map 0..5 GiB and the toolstack
+    // SAFETY: used only before `paging::enable`, while the boot tables
+    // identity-map 0..5 GiB (page 0 included); the toolstack
     // placed these structures in our RAM; `T` is plain data (start info
     // structs), valid for any bit pattern; read once, volatile.
     unsafe { core::ptr::read_volatile(paddr as *const T) }
@@ -79,6 +84,7 @@ pub extern "C" fn pvh_start64(start_info: u32) -> ! {
         "mirage-firewall (rust) {}: PVH entry",
         env!("CARGO_PKG_VERSION")
     );
+    trap::init();
     let si: HvmStartInfo = read_phys(start_info as u64);
     if si.magic != XEN_HVM_START_MAGIC_VALUE {
         let _ = writeln!(out, "bad hvm_start_info magic {:#x}: stopping", si.magic);
@@ -118,7 +124,22 @@ pub extern "C" fn pvh_start64(start_info: u32) -> ! {
         }
     }
 
+    // Start info is copied: from here on no page is writable and
+    // executable, and the boot stack has its guard page.
+    let layout = paging::enable((&raw const boot::BOOT_STACK) as u64);
+    let _ = writeln!(out, "paging: {layout}");
+
     let Some(base) = cpu::xen_cpuid_base() else {
+        if selftest::from_cmdline(info.cmdline()).is_some() {
+            let _ = writeln!(
+                out,
+                "no Xen hypervisor found (cpuid 0x40000000): entering main for the self-test"
+            );
+            let boot = BOOT.call_once(|| info);
+            // SAFETY: as below; main runs the self-test first, which
+            // needs neither Xen nor the heap.
+            unsafe { pvh_main(boot) }
+        }
         let _ = writeln!(out, "no Xen hypervisor found (cpuid 0x40000000): stopping");
         stop_without_xen(0);
     };
