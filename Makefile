@@ -68,7 +68,7 @@ help:
 	@echo "make vmlinuz-sha write the image's SHA-256 to $(VMLINUZ_SHA) (after an intended kernel change)"
 	@echo "make xen-boot    boot $(VMLINUZ) as a PVH domU on real Xen 4.17 under QEMU TCG (tests/xen)"
 	@echo "make vif-release the vif pair matrix (8M frames) and hostile-client proptest, release build"
-	@echo "make bench       the netfront -> netback benchmark on xen::sim"
+	@echo "make bench       the netfront -> netback and whole-firewall benchmarks on xen::sim"
 	@echo "make fuzz-smoke  every fuzz target for $(FUZZ_SECONDS)s (installs cargo-fuzz if missing)"
 	@echo "make build       cargo build --workspace --all-targets --all-features"
 	@echo "make doc         cargo doc --workspace --no-deps with warnings as errors"
@@ -149,6 +149,8 @@ vif-release:
 bench:
 	@$(call banner,bench: vif on xen::sim)
 	$(CARGO) bench -p integration-tests --bench vif
+	$(call banner,bench: the whole firewall on xen::sim)
+	$(CARGO) bench -p integration-tests --bench firewall
 
 # cargo-fuzz on stable works with --sanitizer none (no -Z flags are passed).
 fuzz-smoke:
