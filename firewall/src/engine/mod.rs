@@ -199,6 +199,9 @@ pub(crate) struct Uplink {
 pub struct Engine {
     pub(crate) cfg: EngineConfig,
     pub(crate) clients: Vec<Option<Client>>,
+    /// Every client address (v4 and v6), sorted: the per-packet "is this a
+    /// client?" lookups are a binary search, not a scan of the clients.
+    by_ip: Vec<(IpAddr, ClientId)>,
     pub(crate) uplink: Option<Uplink>,
     /// Our MAC while the uplink has none configured (link up before the
     /// QubesDB config arrives).
@@ -230,6 +233,7 @@ impl Engine {
         Engine {
             cfg,
             clients: Vec::new(),
+            by_ip: Vec::new(),
             uplink: None,
             uplink_mac: None,
             uplink_mtu,
@@ -328,13 +332,20 @@ impl Engine {
                 self.clients.len() - 1
             }
         };
-        Ok(ClientId(slot as u32))
+        let id = ClientId(slot as u32);
+        self.by_ip.push((v4, id));
+        if let Some(v6) = self.clients[slot].as_ref().and_then(|c| c.cfg.ip6) {
+            self.by_ip.push((IpAddr::V6(v6), id));
+        }
+        self.by_ip.sort_unstable_by_key(|&(ip, _)| ip);
+        Ok(id)
     }
 
     /// Detach a client: its flows go.
     pub fn remove_client(&mut self, id: ClientId) {
         if let Some(slot) = self.clients.get_mut(id.0 as usize) {
             if slot.take().is_some() {
+                self.by_ip.retain(|&(_, c)| c != id);
                 self.flows.remove_client(id);
                 self.refresh_wanted_hosts();
             }
@@ -343,14 +354,10 @@ impl Engine {
 
     /// The client with this address (either family).
     pub fn client_by_ip(&self, ip: IpAddr) -> Option<ClientId> {
-        self.clients.iter().enumerate().find_map(|(i, c)| {
-            let c = c.as_ref()?;
-            let mine = match ip {
-                IpAddr::V4(a) => c.cfg.ip == a,
-                IpAddr::V6(a) => c.cfg.ip6 == Some(a),
-            };
-            mine.then_some(ClientId(i as u32))
-        })
+        self.by_ip
+            .binary_search_by_key(&ip, |&(a, _)| a)
+            .ok()
+            .map(|i| self.by_ip[i].1)
     }
 
     /// A client's configuration.

@@ -853,3 +853,40 @@ proptest! {
         prop_assert_eq!(b.pool.in_use(), 0);
     }
 }
+
+/// Clients are found by either address among many, duplicates are
+/// refused, and a removed client's addresses (and slot) are free again.
+#[test]
+fn clients_are_indexed_by_both_addresses() {
+    let mut e = Engine::new(EngineConfig::default());
+    let cfg = |n: u8| ClientConfig {
+        ip: Ipv4Addr::new(10, 137, 0, n),
+        ip6: (n % 2 == 0)
+            .then(|| Ipv6Addr::new(0xfd09, 0x24ef, 0x4179, 0, 0, 0, 0xa89, u16::from(n))),
+        mac: [0, 0x16, 0x3e, 0x5e, 0x6c, 0],
+        gateway: Ipv4Addr::new(10, 137, 0, 1),
+        gateway6: None,
+    };
+    let ids: Vec<ClientId> = (2..60).map(|n| e.add_client(cfg(n)).unwrap()).collect();
+    for (k, n) in (2..60u8).enumerate() {
+        let c = cfg(n);
+        assert_eq!(e.client_by_ip(IpAddr::V4(c.ip)), Some(ids[k]));
+        if let Some(v6) = c.ip6 {
+            assert_eq!(e.client_by_ip(IpAddr::V6(v6)), Some(ids[k]));
+        }
+    }
+    assert_eq!(e.client_by_ip("10.137.0.99".parse().unwrap()), None);
+    assert!(matches!(
+        e.add_client(cfg(7)),
+        Err(ClientError::DuplicateAddress(_))
+    ));
+    e.remove_client(ids[10]);
+    let gone = cfg(12);
+    assert_eq!(e.client_by_ip(IpAddr::V4(gone.ip)), None);
+    assert_eq!(e.client_by_ip(IpAddr::V6(gone.ip6.unwrap())), None);
+    assert_eq!(e.add_client(gone).unwrap(), ids[10]);
+    assert_eq!(
+        e.client_by_ip(IpAddr::V4(Ipv4Addr::new(10, 137, 0, 12))),
+        Some(ids[10])
+    );
+}
