@@ -9,7 +9,9 @@
 //! - [`platform`]: the event loop, generic over the hypervisor, servicing
 //!   QubesDB, the netfront uplink and the netback clients in batches;
 //! - [`kernelopts`]: the kernel command line (qubes-mirage-firewall's
-//!   options).
+//!   options);
+//! - [`qrexec`]: a minimal qrexec agent (dom0's session check and clock
+//!   sync, every other service refused).
 //!
 //! Without the `std` feature the library is `no_std` + `alloc`; with it
 //! (the simulated host, used by `lab` and the tests) it may use `std`.
@@ -26,6 +28,7 @@ extern crate alloc;
 pub mod engine;
 pub mod kernelopts;
 pub mod platform;
+pub mod qrexec;
 
 #[cfg(feature = "lab")]
 pub mod lab;
