@@ -7,7 +7,11 @@
 //!   resolver), rewriting packets in place so each forwarded packet is
 //!   copied once (the grant copy);
 //! - [`platform`]: the event loop, generic over the hypervisor, servicing
-//!   QubesDB, the netfront uplink and the netback clients in batches.
+//!   QubesDB, the netfront uplink and the netback clients in batches;
+//! - [`kernelopts`]: the kernel command line (qubes-mirage-firewall's
+//!   options);
+//! - [`qrexec`]: a minimal qrexec agent (dom0's session check and clock
+//!   sync, every other service refused).
 //!
 //! Without the `std` feature the library is `no_std` + `alloc`; with it
 //! (the simulated host, used by `lab` and the tests) it may use `std`.
@@ -22,7 +26,9 @@ pub const NAME: &str = "mirage-firewall";
 extern crate alloc;
 
 pub mod engine;
+pub mod kernelopts;
 pub mod platform;
+pub mod qrexec;
 
 #[cfg(feature = "lab")]
 pub mod lab;

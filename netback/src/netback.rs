@@ -133,6 +133,28 @@ impl<P: Platform + Clone> Netback<P> {
         Ok(())
     }
 
+    /// Shut down (the backend domain is going away): every vif's data path
+    /// torn down, its state written Closing then Closed so that its
+    /// frontend disconnects now rather than when the toolstack notices,
+    /// and every watch dropped. The backend directories stay: the
+    /// toolstack owns them. [`Netback::start`] may be called again; the
+    /// vifs are then found afresh.
+    pub fn stop(&mut self, xs: &mut Xenstore<P>, pool: &mut PagePool) {
+        for i in 0..self.vifs.len() {
+            self.teardown(i, pool);
+            if let Err(e) = self.close_xenbus(xs, i) {
+                log::warn!("vif {}: writing Closed: {e}", self.vifs[i].info.id);
+            }
+            let v = &self.vifs[i];
+            let _ = xs.unwatch(&v.fe_state, &v.token);
+        }
+        self.vifs.clear();
+        if self.started {
+            let _ = xs.unwatch(crate::VIF_BACKENDS_DIR, BACKEND_TOKEN);
+            self.started = false;
+        }
+    }
+
     /// Handle a watch event; true if it was one of ours. Handshake steps
     /// run here (xenstore round trips to dom0).
     pub fn handle_watch(

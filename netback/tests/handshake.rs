@@ -418,3 +418,48 @@ fn unusable_toolstack_keys_are_refused_and_removable() {
     assert!(bk.nb.vif(id).is_none());
     assert_eq!(all_warns().len(), 1);
 }
+
+#[test]
+fn stop_closes_every_vif_and_drops_the_watches() {
+    let host = SimHost::new().unwrap();
+    let mut bk = Backend::new(&host, NetbackConfig::default());
+    let (mut a, _) = Front::create(&host, &mut bk, 0, FrontKeys::LINUX);
+    a.connect(&mut bk, 16);
+    let (b, _) = Front::create(&host, &mut bk, 0, FrontKeys::LINUX);
+    assert_eq!(bk.nb.vif(b.id).unwrap().state, XenbusState::InitWait);
+    assert!(bk.nb.port(a.id).is_some());
+    bk.nb.stop(&mut bk.xs, &mut bk.pool);
+    // Both backends say Closed (a connected one passed through Closing).
+    for id in [a.id, b.id] {
+        assert_eq!(
+            bk.read(&format!("{}/state", bdir(id))).as_deref(),
+            Some("6"),
+            "{id}"
+        );
+        // The toolstack's directory stays.
+        assert!(bk.read(&format!("{}/frontend", bdir(id))).is_some());
+    }
+    assert!(bk.nb.vif(a.id).is_none() && bk.nb.vifs().next().is_none());
+    assert!(bk.nb.port(a.id).is_none());
+    assert_eq!(bk.pool.in_use(), 0);
+    assert_eq!(bk.nb.next_event(), Some(NetbackEvent::Disconnected(a.id)));
+    // The frontend follows.
+    a.follow_backend_close();
+    // No watch left: a new device goes unnoticed until start again.
+    let (c_dom, c_spec) = {
+        let d = host.create_domain(&DomainConfig::new("late")).unwrap();
+        let s = VifSpec::new(d.domid(), bk.domid(), 0);
+        (d, s)
+    };
+    vif::create_vif(&host, &c_spec).unwrap();
+    bk.pump_for(Duration::from_millis(30));
+    let late = VifId {
+        domid: c_dom.domid(),
+        devid: 0,
+    };
+    assert!(bk.nb.vif(late).is_none());
+    bk.nb.start(&mut bk.xs).unwrap();
+    bk.pump_for(Duration::from_millis(50));
+    assert!(bk.nb.vif(late).is_some());
+    assert!(all_warns().is_empty(), "{:?}", all_warns());
+}

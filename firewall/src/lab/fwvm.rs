@@ -12,7 +12,8 @@ use xen::abi::DomId;
 use xen::sim::{SimDomain, SimHost};
 
 use crate::engine::{ClientStats, EngineStats};
-use crate::platform::{Firewall, FirewallConfig, Tap};
+use crate::platform::{Firewall, FirewallConfig, Stop, Tap};
+use crate::qrexec::QrexecStats;
 
 /// One client as the firewall sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,6 +47,14 @@ pub struct Snapshot {
     pub sleeps: u64,
     /// Set once start-up finished (QubesDB synced, drivers started).
     pub started: bool,
+    /// The qrexec agent's counters.
+    pub qrexec: QrexecStats,
+    /// Whether dom0's qrexec daemon did its handshake.
+    pub qrexec_ready: bool,
+    /// The time dom0 last sent with `qubes.SetDateTime`.
+    pub qrexec_time: Option<String>,
+    /// Why the loop ended, once it did.
+    pub stop: Option<Stop>,
 }
 
 impl Snapshot {
@@ -60,7 +69,7 @@ pub struct FirewallVm {
     domid: DomId,
     stop: Arc<AtomicBool>,
     snap: Arc<Mutex<Snapshot>>,
-    thread: Option<JoinHandle<Result<(), String>>>,
+    thread: Option<JoinHandle<Result<Stop, String>>>,
 }
 
 fn snapshot<P: xen::Platform + Clone>(fw: &Firewall<P>, started: bool) -> Snapshot {
@@ -82,6 +91,10 @@ fn snapshot<P: xen::Platform + Clone>(fw: &Firewall<P>, started: bool) -> Snapsh
         turns: fw.turns,
         sleeps: fw.sleeps,
         started,
+        qrexec: fw.qrexec().stats(),
+        qrexec_ready: fw.qrexec().handshaken(),
+        qrexec_time: fw.qrexec().last_time().map(String::from),
+        stop: None,
     }
 }
 
@@ -97,7 +110,8 @@ impl FirewallVm {
         let stop = Arc::new(AtomicBool::new(false));
         let snap = Arc::new(Mutex::new(Snapshot::default()));
         let (stop2, snap2) = (stop.clone(), snap.clone());
-        let thread = host.spawn(dom, move |d| -> Result<(), String> {
+        let thread = host.spawn(dom, move |d| -> Result<Stop, String> {
+            let me = d.clone();
             let mut fw = Firewall::start(d, cfg).map_err(|e| e.to_string())?;
             if let Some(t) = tap {
                 fw.set_tap(t);
@@ -105,12 +119,18 @@ impl FirewallVm {
             *snap2.lock().unwrap() = snapshot(&fw, true);
             // Copied after every turn, so a reader never sees a state
             // older than the last turn (turns come in batches: cheap).
-            fw.run(|fw| {
+            let why = fw.run(|fw| {
                 *snap2.lock().unwrap() = snapshot(fw, true);
                 stop2.load(Ordering::Relaxed)
             });
-            *snap2.lock().unwrap() = snapshot(&fw, true);
-            Ok(())
+            let mut last = snapshot(&fw, true);
+            last.stop = Some(why);
+            *snap2.lock().unwrap() = last;
+            // What the unikernel does next.
+            if let Some(reason) = why.shutdown_reason() {
+                let _ = xen::hypervisor::HypervisorExt::shutdown(&me, reason);
+            }
+            Ok(why)
         });
         FirewallVm {
             domid: dom.domid(),
@@ -144,11 +164,29 @@ impl FirewallVm {
         }
     }
 
+    /// Wait (up to `timeout`) for the firewall's loop to end by itself
+    /// (a shutdown request from dom0): why, and its last snapshot.
+    pub fn join(mut self, timeout: Duration) -> Result<(Stop, Snapshot), String> {
+        let end = Instant::now() + timeout;
+        while !self.ended() {
+            if Instant::now() >= end {
+                return Err("the firewall is still running".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Ok(why))) => Ok((why, self.snapshot())),
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(_)) => Err("firewall thread panicked".into()),
+            None => Err("already joined".into()),
+        }
+    }
+
     /// Stop the firewall and return its last snapshot, or why it failed.
     pub fn stop(mut self) -> Result<Snapshot, String> {
         self.stop.store(true, Ordering::Relaxed);
         match self.thread.take().map(|t| t.join()) {
-            Some(Ok(Ok(()))) => Ok(self.snapshot()),
+            Some(Ok(Ok(_))) => Ok(self.snapshot()),
             Some(Ok(Err(e))) => Err(e),
             Some(Err(_)) => Err("firewall thread panicked".into()),
             None => Ok(self.snapshot()),

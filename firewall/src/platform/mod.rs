@@ -13,6 +13,19 @@
 //! and when a turn moved nothing, [`Firewall::run`] sleeps on every event
 //! channel until the earliest deadline (no busy polling).
 //!
+//! Besides, each turn services the qrexec agent ([`crate::qrexec`]: it
+//! returns at once unless one of its ports fired) and the toolstack's
+//! shutdown requests: at start the firewall writes
+//! `control/feature-poweroff` and `control/feature-reboot` (`1`; Qubes'
+//! libxl refuses a request unless the guest announced it) and watches
+//! `control/shutdown`. On `poweroff`/`halt` or `reboot` it acknowledges
+//! (writes the key empty), closes the drivers (netback vifs Closing then
+//! Closed, netfront Closed), the qrexec vchans and QubesDB, and
+//! [`Firewall::run`] returns [`Stop`] for the kernel's
+//! `SCHEDOP_shutdown`. `suspend` (never announced, so libxl should not
+//! send it) and anything else is logged and left unacknowledged, as
+//! Linux does.
+//!
 //! What Qubes sees from us: the netback's and netfront's xenstore keys,
 //! `/qubes-iptables-error` (empty, or why a client's rules failed) and
 //! `/qubes-firewall-handled/<ip>` (a counter bumped after each reload, as
@@ -39,6 +52,8 @@ use xen::Platform;
 use crate::engine::{
     ClientConfig, ClientId, Engine, EngineConfig, Family, Iface, Output, UplinkConfig,
 };
+use crate::kernelopts::{KernelOpts, NetOverride};
+use crate::qrexec::{Qrexec, QrexecConfig};
 
 /// How the firewall is set up.
 #[derive(Clone, Debug)]
@@ -60,6 +75,85 @@ pub struct FirewallConfig {
     pub qubesdb_timeout_ns: u64,
     /// Frames a turn takes from one interface at most.
     pub batch: usize,
+    /// Uplink settings from the kernel command line, overriding QubesDB's.
+    pub net_override: NetOverride,
+    /// The qrexec agent.
+    pub qrexec: QrexecConfig,
+}
+
+impl FirewallConfig {
+    /// Take the kernel command line's settings: the network overrides,
+    /// and `--nat-table-size` as the flow table's size (each client's
+    /// quota keeps the default's proportion, a tenth, but at least 64
+    /// flows or the whole table if smaller).
+    ///
+    /// qubes-mirage-firewall's `--nat-table-size` counts NAT entries, two
+    /// per flow; here it counts flows, so a value gives at least the
+    /// connections it gave there.
+    pub fn apply(&mut self, opts: &KernelOpts) {
+        self.net_override = opts.net;
+        if let Some(n) = opts.nat_table_size {
+            let limits = &mut self.engine.limits;
+            limits.max_flows = n;
+            limits.max_flows_per_client = (n / 10).max(n.min(64));
+        }
+    }
+}
+
+/// Why [`Firewall::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// dom0 asked for poweroff (`poweroff` or `halt`); the drivers are
+    /// closed. Shut the domain down with `SHUTDOWN_poweroff`.
+    Poweroff,
+    /// dom0 asked for a reboot; the drivers are closed. Shut down with
+    /// `SHUTDOWN_reboot`.
+    Reboot,
+    /// The caller's `stop` function said so; nothing was closed.
+    Caller,
+}
+
+impl Stop {
+    /// The `SCHEDOP_shutdown` reason (`SHUTDOWN_*`), for the requests
+    /// from dom0.
+    pub fn shutdown_reason(self) -> Option<u32> {
+        match self {
+            Stop::Poweroff => Some(xen::abi::sched::SHUTDOWN_POWEROFF),
+            Stop::Reboot => Some(xen::abi::sched::SHUTDOWN_REBOOT),
+            Stop::Caller => None,
+        }
+    }
+}
+
+/// The toolstack's shutdown request key (relative to our home).
+pub const SHUTDOWN_KEY: &str = "control/shutdown";
+/// The keys announcing which requests we handle.
+pub const FEATURE_KEYS: [&str; 2] = ["control/feature-poweroff", "control/feature-reboot"];
+const SHUTDOWN_TOKEN: &str = "firewall:shutdown";
+
+/// What a value of `control/shutdown` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShutdownRequest {
+    /// Empty: no request (or ours acknowledged).
+    None,
+    /// One we handle.
+    Stop(Stop),
+    /// One we do not (`suspend`, `crash`, ...): left unacknowledged.
+    Unsupported(String),
+}
+
+impl ShutdownRequest {
+    /// Parse the key's value (trailing NULs and whitespace ignored).
+    pub fn parse(v: &[u8]) -> ShutdownRequest {
+        let s = String::from_utf8_lossy(v);
+        let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+        match s {
+            "" => ShutdownRequest::None,
+            "poweroff" | "halt" => ShutdownRequest::Stop(Stop::Poweroff),
+            "reboot" => ShutdownRequest::Stop(Stop::Reboot),
+            other => ShutdownRequest::Unsupported(other.into()),
+        }
+    }
 }
 
 impl Default for FirewallConfig {
@@ -79,6 +173,8 @@ impl Default for FirewallConfig {
             max_sleep_ns: 1_000_000_000,
             qubesdb_timeout_ns: 30_000_000_000,
             batch: 256,
+            net_override: NetOverride::default(),
+            qrexec: QrexecConfig::default(),
         }
     }
 }
@@ -168,6 +264,9 @@ pub struct Firewall<P: Platform + Clone> {
     next_client: usize,
     handled: BTreeMap<IpAddr, u64>,
     tap: Option<Tap>,
+    qrexec: Qrexec<P>,
+    /// A shutdown request from dom0, once seen.
+    stop: Option<Stop>,
     /// Turns and sleeps, for the benchmark's report.
     pub turns: u64,
     /// Sleeps.
@@ -184,9 +283,14 @@ impl<P: Platform + Clone> Firewall<P> {
     pub fn start(platform: P, cfg: FirewallConfig) -> Result<Firewall<P>, FirewallError> {
         let ev = EventChannels::new(platform.clone()).map_err(setup("event channels"))?;
         let mut xs = Xenstore::from_params(ev.clone()).map_err(setup("xenstore"))?;
-        let gt =
+        let mut gt =
             GrantTable::new(platform.clone(), cfg.grant_frames).map_err(setup("grant table"))?;
         let pool = PagePool::new(&platform, cfg.pool_pages).map_err(setup("packet pool"))?;
+        announce_shutdown_features(&mut xs);
+        // qrexec first: dom0 may wait for its handshake (the `qrexec`
+        // feature), and our HELLO waits in the ring meanwhile.
+        let mut qrexec = Qrexec::new(cfg.qrexec);
+        qrexec.start(platform.now_ns(), &ev, &mut gt, &mut xs);
         let now = platform.now_ns();
         let mut conn = Connection::connect(&ev, &mut xs, Some(now + cfg.qubesdb_timeout_ns))
             .map_err(|e| FirewallError::QubesDb(format!("connect: {e}")))?;
@@ -223,6 +327,8 @@ impl<P: Platform + Clone> Firewall<P> {
             next_client: 0,
             handled: BTreeMap::new(),
             tap: None,
+            qrexec,
+            stop: None,
             turns: 0,
             sleeps: 0,
         };
@@ -259,13 +365,66 @@ impl<P: Platform + Clone> Firewall<P> {
         self.attached.iter().map(|a| (a.id, a.ip))
     }
 
-    /// Run until `stop()` says so.
-    pub fn run(&mut self, mut stop: impl FnMut(&Self) -> bool) {
-        while !stop(self) {
-            if !self.step() {
+    /// The qrexec agent (counters, state).
+    pub fn qrexec(&self) -> &Qrexec<P> {
+        &self.qrexec
+    }
+
+    /// The shutdown request from dom0, once one came (the drivers are
+    /// closed by [`Firewall::shut_down`], which [`Firewall::run`] calls).
+    pub fn stop_requested(&self) -> Option<Stop> {
+        self.stop
+    }
+
+    /// Run until dom0 asks for poweroff or reboot (then close the drivers
+    /// and return which), or until `stop()` says so ([`Stop::Caller`]:
+    /// nothing closed). The unikernel runs `fw.run(|_| false)` and shuts
+    /// the domain down with [`Stop::shutdown_reason`].
+    pub fn run(&mut self, mut stop: impl FnMut(&Self) -> bool) -> Stop {
+        loop {
+            if let Some(s) = self.stop {
+                self.shut_down();
+                return s;
+            }
+            if stop(self) {
+                return Stop::Caller;
+            }
+            if !self.step() && self.stop.is_none() {
                 self.sleep();
             }
         }
+    }
+
+    /// Close everything as a domain that goes away should: the qrexec
+    /// vchans; every client vif Closing then Closed and the uplink Closed
+    /// (so the peers disconnect now, not when the toolstack notices);
+    /// QubesDB (its vchan closes); the watch on `control/shutdown`.
+    /// Frames in flight are dropped. Idempotent.
+    pub fn shut_down(&mut self) {
+        self.qrexec.shutdown(&mut self.gt, &mut self.xs);
+        self.nb.stop(&mut self.xs, &mut self.pool);
+        while let Some(e) = self.nb.next_event() {
+            if let NetbackEvent::Disconnected(vif) = e {
+                self.client_gone(vif);
+            }
+        }
+        for a in core::mem::take(&mut self.attached) {
+            self.engine.remove_client(a.id);
+        }
+        self.nf.stop(&mut self.xs, &mut self.gt, &mut self.pool);
+        self.link_up = false;
+        self.engine.set_uplink_link(None);
+        self.queues.uplink.clear(&mut self.pool);
+        for q in &mut self.queues.clients {
+            q.clear(&mut self.pool);
+        }
+        if let Some(c) = self.qdb.take() {
+            // Dropping the connection closes its vchan (liveness byte,
+            // event, unmap), as a Linux process's end does.
+            self.qdb_saved = Some(c.into_client());
+        }
+        self.qdb_retry_at = u64::MAX;
+        let _ = self.xs.unwatch(SHUTDOWN_KEY, SHUTDOWN_TOKEN);
     }
 
     /// One turn (see the module doc). True if it moved any frame.
@@ -273,7 +432,12 @@ impl<P: Platform + Clone> Firewall<P> {
         self.turns += 1;
         let now = self.platform.now_ns();
         self.service_xenstore();
+        if self.stop.is_some() {
+            return false;
+        }
         self.service_qubesdb(now);
+        self.qrexec
+            .service(now, &self.ev, &mut self.gt, &mut self.xs);
         self.nf.tick(&mut self.xs, &mut self.gt, &mut self.pool);
         self.nb.tick(&mut self.xs, &mut self.pool, now);
         self.track_link();
@@ -351,6 +515,9 @@ impl<P: Platform + Clone> Firewall<P> {
         if self.qdb.is_none() {
             deadline = deadline.min(self.qdb_retry_at.max(now));
         }
+        if let Some(d) = self.qrexec.next_deadline() {
+            deadline = deadline.min(d.max(now));
+        }
         self.ports.clear();
         self.ports.push(self.xs.port());
         self.ports.extend(self.nf.port());
@@ -360,6 +527,7 @@ impl<P: Platform + Clone> Firewall<P> {
         if let Some(c) = &self.qdb {
             self.ports.push(c.port());
         }
+        self.qrexec.ports(&mut self.ports);
         self.sleeps += 1;
         let _ = self.ev.wait(&self.ports, Some(deadline));
     }
@@ -439,6 +607,10 @@ impl<P: Platform + Clone> Firewall<P> {
             log::warn!("xenstore: {e}");
         }
         while let Some(e) = self.xs.poll_event() {
+            if e.token == SHUTDOWN_TOKEN {
+                self.check_shutdown();
+                continue;
+            }
             self.nf
                 .handle_watch(&mut self.xs, &mut self.gt, &mut self.pool, &e);
             self.nb.handle_watch(&mut self.xs, &mut self.pool, &e);
@@ -449,6 +621,46 @@ impl<P: Platform + Clone> Firewall<P> {
                 NetbackEvent::Disconnected(vif) => self.client_gone(vif),
             }
         }
+    }
+
+    /// `control/shutdown` changed: read it, acknowledge a request we
+    /// handle (empty write, in the same transaction), remember it.
+    fn check_shutdown(&mut self) {
+        let r = self.xs.transaction(|tx| {
+            let v = tx.read_opt(SHUTDOWN_KEY)?.unwrap_or_default();
+            let req = ShutdownRequest::parse(&v);
+            if matches!(req, ShutdownRequest::Stop(_)) {
+                tx.write(SHUTDOWN_KEY, b"")?;
+            }
+            Ok(req)
+        });
+        match r {
+            Ok(ShutdownRequest::None) => {}
+            Ok(ShutdownRequest::Stop(s)) => {
+                log::info!("shutdown: dom0 requests {s:?}; closing the drivers");
+                self.stop.get_or_insert(s);
+            }
+            Ok(ShutdownRequest::Unsupported(what)) => {
+                log::warn!(
+                    "shutdown: ignoring request {what:?} (only poweroff and reboot are handled)"
+                )
+            }
+            Err(e) => log::warn!("shutdown: reading {SHUTDOWN_KEY}: {e}"),
+        }
+    }
+
+    /// QubesDB's network keys with the command line's overrides.
+    fn net_config(&self) -> alloc::sync::Arc<qubesdb::NetConfig> {
+        let mut net = self
+            .qdb_client()
+            .map(|c| c.net_config())
+            .unwrap_or_default();
+        if !self.cfg.net_override.is_empty() {
+            self.cfg
+                .net_override
+                .apply_to(alloc::sync::Arc::make_mut(&mut net));
+        }
+        net
     }
 
     fn client_connected(&mut self, vif: VifId) {
@@ -465,10 +677,7 @@ impl<P: Platform + Clone> Firewall<P> {
             );
             return;
         };
-        let net = self
-            .qdb_client()
-            .map(|c| c.net_config())
-            .unwrap_or_default();
+        let net = self.net_config();
         let gateway = net
             .netvm_gateway
             .or(net.ip)
@@ -577,11 +786,16 @@ impl<P: Platform + Clone> Firewall<P> {
     }
 
     fn apply_net_config(&mut self) {
-        let Some(c) = self.qdb_client() else { return };
-        let net = c.net_config();
-        let ip6 = c.read_str("/qubes-ip6").and_then(|s| s.trim().parse().ok());
+        if self.qdb_client().is_none() && self.cfg.net_override.is_empty() {
+            return;
+        }
+        let net = self.net_config();
+        let c = self.qdb_client();
+        let ip6 = c
+            .and_then(|c| c.read_str("/qubes-ip6"))
+            .and_then(|s| s.trim().parse().ok());
         let gateway6 = c
-            .read_str("/qubes-gateway6")
+            .and_then(|c| c.read_str("/qubes-gateway6"))
             .and_then(|s| s.trim().parse().ok());
         let cfg = net.uplink().map(|u| UplinkConfig {
             ip: u.ip,
@@ -636,6 +850,20 @@ impl<P: Platform + Clone> Firewall<P> {
     }
 }
 
+/// Say which shutdown requests we handle (Qubes' libxl refuses the others
+/// up front) and watch for them. Failures are logged, not fatal: the
+/// firewall forwards all the same, only `qvm-shutdown` would not be clean.
+fn announce_shutdown_features<P: Platform + Clone>(xs: &mut Xenstore<P>) {
+    for k in FEATURE_KEYS {
+        if let Err(e) = xs.write(k, b"1") {
+            log::warn!("shutdown: writing {k}: {e}; dom0 may refuse to shut us down cleanly");
+        }
+    }
+    if let Err(e) = xs.watch(SHUTDOWN_KEY, SHUTDOWN_TOKEN) {
+        log::warn!("shutdown: cannot watch {SHUTDOWN_KEY}: {e}; shutdown requests will be missed");
+    }
+}
+
 /// A MAC for log lines.
 struct Mac([u8; 6]);
 
@@ -647,5 +875,51 @@ impl core::fmt::Display for Mac {
             "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             m[0], m[1], m[2], m[3], m[4], m[5]
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shutdown_requests() {
+        use ShutdownRequest as R;
+        for (v, want) in [
+            (&b""[..], R::None),
+            (b"\0", R::None),
+            (b"poweroff", R::Stop(Stop::Poweroff)),
+            (b"poweroff\0", R::Stop(Stop::Poweroff)),
+            (b"halt", R::Stop(Stop::Poweroff)),
+            (b"reboot\n", R::Stop(Stop::Reboot)),
+            (b"suspend", R::Unsupported("suspend".into())),
+            (b"crash", R::Unsupported("crash".into())),
+            (b"\xff", R::Unsupported("\u{fffd}".into())),
+        ] {
+            assert_eq!(R::parse(v), want, "{v:?}");
+        }
+        assert_eq!(Stop::Poweroff.shutdown_reason(), Some(0));
+        assert_eq!(Stop::Reboot.shutdown_reason(), Some(1));
+        assert_eq!(Stop::Caller.shutdown_reason(), None);
+    }
+
+    #[test]
+    fn kernel_options_apply_to_the_config() {
+        let mut cfg = FirewallConfig::default();
+        let before = cfg.engine.limits.clone();
+        cfg.apply(&crate::kernelopts::parse("").unwrap());
+        assert_eq!(cfg.engine.limits, before);
+        assert!(cfg.net_override.is_empty());
+
+        let opts = crate::kernelopts::parse("--nat-table-size=5000 --ipv4-gw=10.0.0.1").unwrap();
+        cfg.apply(&opts);
+        assert_eq!(cfg.engine.limits.max_flows, 5000);
+        assert_eq!(cfg.engine.limits.max_flows_per_client, 500);
+        assert_eq!(cfg.net_override.gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+        for (n, per_client) in [(1, 1), (50, 50), (100, 64), (1000, 100)] {
+            let opts = crate::kernelopts::parse(&format!("--nat-table-size={n}")).unwrap();
+            cfg.apply(&opts);
+            assert_eq!(cfg.engine.limits.max_flows_per_client, per_client, "{n}");
+        }
     }
 }
