@@ -295,12 +295,21 @@ impl ConnTrack {
         }
     }
 
-    /// Bytes one flow costs: its slot, its free-list word and its two
-    /// index entries (hashbrown: key, value and a control byte, at the
-    /// table's 7/8 load, sized for twice the flows).
+    /// Bytes the table holds per flow it can track, for a table of
+    /// `max_flows`: the slab entry and its free-list slot, plus both index
+    /// tables, whose buckets hashbrown rounds up to the power of two above
+    /// 8/7 of the capacity asked for (one control byte per bucket). All of
+    /// it is allocated at start.
+    pub fn memory_per_flow_for(max_flows: usize) -> usize {
+        let n = max_flows.max(1);
+        let buckets = (2 * n * 8 / 7).next_power_of_two();
+        let index = buckets * (core::mem::size_of::<(FlowKey, u32)>() + 1);
+        core::mem::size_of::<Option<Entry>>() + 4 + (2 * index).div_ceil(n)
+    }
+
+    /// [`ConnTrack::memory_per_flow_for`] the default limits.
     pub fn memory_per_flow() -> usize {
-        let index = 2 * (core::mem::size_of::<(FlowKey, u32)>() + 1) * 8 / 7;
-        core::mem::size_of::<Option<Entry>>() + 4 + 2 * index
+        Self::memory_per_flow_for(Limits::default().max_flows)
     }
 
     /// Live flows.
@@ -597,6 +606,32 @@ fn tcp_next(e: &mut Entry, dir: Dir, fl: u8) -> TcpState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The figure reported per flow counts what the tables really hold:
+    /// the index tables' capacities as hashbrown sized them.
+    #[test]
+    fn memory_per_flow_counts_the_real_tables() {
+        for n in [100, 2000, 20_000] {
+            let t = ConnTrack::new(
+                Limits {
+                    max_flows: n,
+                    ..Limits::default()
+                },
+                [7; 16],
+            );
+            let buckets = |cap: usize| (cap + 1).next_power_of_two();
+            let per = core::mem::size_of::<(FlowKey, u32)>() + 1;
+            let index = (buckets(t.by_orig.capacity()) + buckets(t.by_reply.capacity())) * per;
+            let real = t.slots.capacity() * core::mem::size_of::<Option<Entry>>()
+                + t.free.capacity() * 4
+                + index;
+            let claimed = ConnTrack::memory_per_flow_for(n) * n;
+            assert!(
+                claimed >= real && claimed <= real + real / 50,
+                "{n}: claimed {claimed}, real {real}"
+            );
+        }
+    }
     use proptest::prelude::*;
 
     fn key(sport: u16, dport: u16) -> FlowKey {

@@ -400,7 +400,7 @@ impl Engine {
 
     /// Bytes one tracked flow costs.
     pub fn memory_per_flow(&self) -> usize {
-        conntrack::ConnTrack::memory_per_flow()
+        conntrack::ConnTrack::memory_per_flow_for(self.cfg.limits.max_flows)
     }
 
     /// The configuration the engine was made with.
