@@ -121,7 +121,7 @@ pub struct FwBenchReport {
     /// Frames sys-net saw that were not correctly source-NATed (should
     /// be zero: anything else is a firewall bug).
     pub not_natted: u64,
-    /// Frames the engine dropped (any reason) by the end.
+    /// Frames the engine dropped (any reason) inside the window.
     pub fw_drops: u64,
     /// The reasons, with their counts.
     pub fw_drop_reasons: Vec<(&'static str, u64)>,
@@ -292,8 +292,14 @@ pub fn run(host: &SimHost, spec: &FwBenchSpec) -> Result<FwBenchReport, String> 
 /// while the window is open.
 fn firewall_side(d: SimDomain, cfg: FirewallConfig, shared: &Shared) -> Result<(), String> {
     let mut fw = Firewall::start(d, cfg).map_err(|e| e.to_string())?;
+    // Engine counters when the window opened and when it closed.
+    let mut at_open: Option<firewall::engine::EngineStats> = None;
+    let mut at_close: Option<firewall::engine::EngineStats> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         if shared.measuring.load(Ordering::Relaxed) {
+            if at_open.is_none() {
+                at_open = Some(fw.engine().stats().clone());
+            }
             let a0 = assert_no_alloc::violation_count();
             let moved = assert_no_alloc(|| fw.step());
             if moved {
@@ -304,13 +310,25 @@ fn firewall_side(d: SimDomain, cfg: FirewallConfig, shared: &Shared) -> Result<(
             }
             let a = assert_no_alloc::violation_count().saturating_sub(a0);
             shared.fw_allocs.fetch_add(u64::from(a), Ordering::Relaxed);
-        } else if !fw.step() {
-            fw.sleep();
+        } else {
+            if at_open.is_some() && at_close.is_none() {
+                at_close = Some(fw.engine().stats().clone());
+            }
+            if !fw.step() {
+                fw.sleep();
+            }
         }
     }
     let e = fw.engine();
-    *shared.fw_final.lock().unwrap() =
-        Some((e.stats().clone(), e.flow_count(), e.memory_per_flow()));
+    // Drops inside the window only (frames sent before the uplink came
+    // up are no part of the measurement).
+    let mut window = at_close.unwrap_or_else(|| e.stats().clone());
+    if let Some(o) = &at_open {
+        for (w, o) in window.drops.iter_mut().zip(o.drops.iter()) {
+            *w -= o;
+        }
+    }
+    *shared.fw_final.lock().unwrap() = Some((window, e.flow_count(), e.memory_per_flow()));
     Ok(())
 }
 
