@@ -1,23 +1,32 @@
-//! The firewall unikernel (PVH). For now: the first boot on real Xen, which
-//! checks what the simulator believes: console ring, event channels, grant
-//! table, xenstore. It logs what it finds and powers off.
+//! The firewall unikernel (PVH): sets up the console and logging, sizes the
+//! firewall for the VM's memory, and runs the firewall's event loop
+//! ([`firewall::platform::Firewall`]) for good. A fatal error at start-up
+//! is logged and crashes the domain (`SCHEDOP_shutdown(crash)`), so the
+//! toolstack sees it.
 
 #![no_std]
 #![no_main]
 
-use xen::abi::sched::SHUTDOWN_POWEROFF;
+use firewall::engine::conntrack::{ConnTrack, Limits};
+use firewall::platform::{Firewall, FirewallConfig};
+use xen::abi::sched::SHUTDOWN_CRASH;
+use xen::abi::PAGE_SIZE;
 use xen::console::Console;
 use xen::evtchn::EventChannels;
-use xen::gnttab::GrantTable;
 use xen::pvh::{BootInfo, Pvh};
-use xen::store::Xenstore;
-use xen::HypervisorExt;
+use xen::{Hypervisor, HypervisorExt};
 
 xen::pvh_main!(main);
 
+/// Packet pool pages (4 KiB each): 6 MiB of a 32 MiB VM.
+const POOL_PAGES: usize = 1536;
+/// Flows tracked at most, and per client.
+const MAX_FLOWS: usize = 8192;
+const MAX_FLOWS_PER_CLIENT: usize = 1024;
+
 fn main(boot: &'static BootInfo) -> ! {
-    let ev = EventChannels::new(Pvh).expect("event channels");
-    let console = Console::from_params(ev.clone()).expect("console ring");
+    let ev = EventChannels::new(Pvh).unwrap_or_else(|e| fatal("event channels", &e));
+    let console = Console::from_params(ev).unwrap_or_else(|e| fatal("console ring", &e));
     xen::pvh::init_logging(console, log::LevelFilter::Info);
     log::info!(
         "mirage-firewall (rust) {} on Xen {}.{}",
@@ -26,31 +35,70 @@ fn main(boot: &'static BootInfo) -> ! {
         boot.xen_version.1
     );
     log::info!("command line: {:?}", boot.cmdline());
+
+    let cfg = config();
+    let heap = boot.heap_end - boot.heap_start;
+    let pool = cfg.pool_pages * PAGE_SIZE;
+    let flows = cfg.engine.limits.max_flows * ConnTrack::memory_per_flow();
     log::info!(
-        "heap: {:#x}..{:#x} ({} KiB)",
-        boot.heap_start,
-        boot.heap_end,
-        (boot.heap_end - boot.heap_start) / 1024
+        "memory: heap {} KiB; packet pool {} pages ({} KiB); flow table {} flows, {} per client (about {} KiB)",
+        heap / 1024,
+        cfg.pool_pages,
+        pool / 1024,
+        cfg.engine.limits.max_flows,
+        cfg.engine.limits.max_flows_per_client,
+        flows / 1024
     );
-    match GrantTable::new(Pvh, 4) {
-        Ok(gt) => log::info!(
-            "grant table: {} entries, {} free",
-            gt.capacity(),
-            gt.free_count()
-        ),
-        Err(e) => log::error!("grant table: {e}"),
+    let mut fw = match Firewall::start(Pvh, cfg) {
+        Ok(fw) => fw,
+        Err(e) => fatal("start", &e),
+    };
+    log::info!("firewall: ready");
+    fw.run(|_| false);
+    fatal("event loop", &"returned")
+}
+
+/// The firewall's configuration for a 32 MiB VM.
+fn config() -> FirewallConfig {
+    let mut cfg = FirewallConfig {
+        pool_pages: POOL_PAGES,
+        ..FirewallConfig::default()
+    };
+    cfg.engine.limits = Limits {
+        max_flows: MAX_FLOWS,
+        max_flows_per_client: MAX_FLOWS_PER_CLIENT,
+        ..Limits::default()
+    };
+    cfg.engine.seed = seed();
+    cfg
+}
+
+/// Key material for the flow hash and NAT ports: the TSC and Xen's clock at
+/// boot, mixed (not secret against a local observer, but not the same on
+/// every boot).
+fn seed() -> [u8; 16] {
+    let a = xen::pvh::cpu::rdtsc();
+    let b = Pvh.now_ns();
+    let mut x = a ^ b.rotate_left(32) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut out = [0u8; 16];
+    for chunk in out.chunks_mut(8) {
+        // splitmix64
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        chunk.copy_from_slice(&z.to_le_bytes());
     }
-    match Xenstore::from_params(ev.clone()) {
-        Ok(mut xs) => {
-            let name = xs.read_string("name");
-            let domid = xs.domid();
-            log::info!("xenstore: name {name:?}, domid {domid:?}");
-            let vif = xs.directory("device/vif");
-            log::info!("xenstore: device/vif {vif:?}");
-            log::info!("FIRST-BOOT OK");
-        }
-        Err(e) => log::error!("xenstore: {e}"),
-    }
-    let _ = Pvh.shutdown(SHUTDOWN_POWEROFF);
+    out
+}
+
+/// Log a fatal error (console if up, and the debug port) and crash the
+/// domain.
+fn fatal(what: &str, why: &dyn core::fmt::Display) -> ! {
+    use core::fmt::Write;
+    let _ = writeln!(xen::pvh::early::Port, "FATAL: {what}: {why}");
+    log::error!("FATAL: {what}: {why}; crashing the domain");
+    let _ = Pvh.shutdown(SHUTDOWN_CRASH);
     xen::pvh::cpu::halt()
 }
