@@ -45,7 +45,7 @@ FUZZ_DIR := fuzz
 
 banner = printf '\n==== %s ====\n' "$(1)"
 
-.PHONY: help test deps fmt fmt-check clippy unit test-rust vif-release bench fuzz-smoke lab build doc clean vmlinuz kernel-check xen-boot
+.PHONY: help test deps fmt fmt-check clippy unit test-rust vif-release bench fuzz-smoke lab build doc clean vmlinuz kernel-check xen-boot xen-test
 
 help:
 	@echo "make test        everything CI runs: deps fmt-check clippy unit vif-release kernel-check fuzz-smoke"
@@ -58,6 +58,7 @@ help:
 	@echo "make vmlinuz     build $(VMLINUZ) (the PVH unikernel) and print its size and SHA-256"
 	@echo "make kernel-check static checks of the image and a QEMU (TCG) PVH boot smoke test"
 	@echo "make xen-boot    boot $(VMLINUZ) as a PVH domU on real Xen 4.17 under QEMU TCG (tests/xen)"
+	@echo "make xen-test    the firewall scenario on real Xen: $(VMLINUZ) between a dom0 uplink and a Linux client (tests/xen/scenario.sh)"
 	@echo "make vif-release the vif pair matrix (8M frames) and hostile-client proptest, release build"
 	@echo "make bench       the netfront -> netback benchmark on xen::sim"
 	@echo "make fuzz-smoke  every fuzz target for $(FUZZ_SECONDS)s (installs cargo-fuzz if missing)"
@@ -184,6 +185,13 @@ xen-boot: vmlinuz
 	@$(call banner,xen-boot: $(VMLINUZ) on Xen 4.17 under QEMU TCG)
 	tests/xen/build-image.sh
 	tests/xen/run-guest.sh $(VMLINUZ) --name firewall --expect "FIRST-BOOT OK" --timeout 60 --no-build
+
+# The firewall scenario on real Xen: dom0 is sys-net, the internet and QubesDB
+# (tests/xen/qubesdb-dom0), our kernel the firewall VM, a Linux PVH domU its
+# client; prints RESULT lines and fails if any check fails.
+xen-test: vmlinuz
+	@$(call banner,xen-test: the firewall scenario on Xen 4.17 under QEMU TCG)
+	tests/xen/scenario.sh
 
 kernel-check: vmlinuz
 	@$(call banner,kernel-check: static image checks)
