@@ -233,7 +233,10 @@ rule action=drop
         assert_eq!(r.policy, "drop");
         assert_eq!(
             r.rules,
-            ["action=accept proto=icmp", "action=accept specialtarget=dns"]
+            [
+                "action=accept proto=icmp",
+                "action=accept specialtarget=dns"
+            ]
         );
         let r6 = &c.clients[&ip("fd09:24ef:4179::a89:a")];
         assert_eq!(r6.policy, "drop");
