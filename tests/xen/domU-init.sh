@@ -11,6 +11,8 @@
 #                          XT-DOMU dns-ok NAME ADDR... / dns-FAIL NAME
 #   xt_tcp=IP:PORT[,...]   send one line "xt-<round>" to a TCP echo server that answers one line
 #                          and closes: XT-DOMU tcp-ok IP:PORT <reply> / tcp-FAIL IP:PORT <reply>
+#   xt_iperf=IP            in the first round only: iperf3 to IP for 3 s each way (-c, -c -R):
+#                          XT-DOMU iperf-ok up|down <rate> <unit> / iperf-FAIL up|down <error>
 #   xt_rounds=N xt_every=S run the probes (ping, dns, tcp) N times (default 1), a round every
 #                          S seconds (default 5); with N > 1 every probe marker ends in round=K,
 #                          and each round is framed by XT-DOMU round-start K / round-end K
@@ -85,6 +87,15 @@ probes() { # ROUND-SUFFIX
     r=$(echo "$t" | timeout 10 nc -w 5 "${a%:*}" "${a##*:}" 2>&1 | head -n 1)
     case $r in *"$t"*) mark "tcp-ok $a $r$1" ;; *) mark "tcp-FAIL $a ${r:-(no reply)}$1" ;; esac
   done
+  if [ -n "${xt_iperf:-}" ] && [ "${round:-1}" = 1 ]; then
+    for d in up down; do
+      f=; [ $d = down ] && f=-R
+      r=$(timeout 30 iperf3 -c "$xt_iperf" -t 3 $f 2>&1)
+      t=$(echo "$r" | awk '/receiver/{print $(NF-2), $(NF-1)}' | tail -1)
+      if [ -n "$t" ]; then mark "iperf-ok $d $t$1"
+      else mark "iperf-FAIL $d $(echo "$r" | tail -1 | cut -c1-100)$1"; fi
+    done
+  fi
 }
 if [ "${xt_rounds:-1}" -gt 1 ]; then
   round=1

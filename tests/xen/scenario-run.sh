@@ -19,6 +19,7 @@ cleanup() {
   local p
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   [ -f /run/xt-dnsmasq.pid ] && kill "$(cat /run/xt-dnsmasq.pid)" 2>/dev/null
+  [ -f /run/xt-iperf3.pid ] && kill "$(cat /run/xt-iperf3.pid)" 2>/dev/null
   wait 2>/dev/null
 }
 trap cleanup EXIT
@@ -78,13 +79,22 @@ dnsmasq --no-resolv --no-hosts --bind-interfaces --listen-address="$DNS1,$DNS2" 
 # 0.5 s later, which under host load it did)
 socat -t 10 TCP-LISTEN:$ECHO_PORT,bind=$INET_HOST,fork,reuseaddr SYSTEM:'read l; echo "echo $l from $SOCAT_PEERADDR"' &
 PIDS+=($!)
+iperf3 -s -D -B "$INET_HOST" --pidfile /run/xt-iperf3.pid --logfile "$XT_OUT/iperf3.log"
 tcpdump -i xenbr0 -n -U -s 256 -w "$XT_OUT/uplink.pcap" >/dev/null 2>&1 &
 PIDS+=($!)
-sleep 0.5
-if ping -c 1 -W 1 "$INET_HOST" >/dev/null && [ "$(echo hi | timeout 5 socat - TCP:$INET_HOST:$ECHO_PORT)" = "echo hi from $INET_HOST" ]; then
+# the servers answer locally (a few tries: socat needs a moment to listen under host load)
+why=
+for i in 1 2 3 4 5; do
+  sleep 1; why=
+  ping -c 1 -W 1 "$INET_HOST" >/dev/null || why="no ping reply from $INET_HOST"
+  r=$(echo hi | timeout 8 socat -t 5 - TCP:$INET_HOST:$ECHO_PORT 2>&1)
+  [ "$r" = "echo hi from $INET_HOST" ] || why="${why:+$why; }tcp echo answered '$r'"
+  [ -z "$why" ] && break
+done
+if [ -z "$why" ]; then
   ok internet "bridge xenbr0 $UPLINK_GW, host $INET_HOST (ping, tcp echo :$ECHO_PORT), dns $DNS1 $DNS2 ($DNS_NAME -> $INET_HOST)"
 else
-  fail internet "dom0 servers not answering locally"
+  fail internet "dom0 servers not answering locally: $why"
 fi
 
 # ------------------------------------------------------------------ the firewall
@@ -141,6 +151,10 @@ if [ $created = 1 ]; then
   l=$(round_line 1 "ping-ok $INET_HOST"); [ -n "$l" ] && ok client-ping-internet "$l" || fail client-ping-internet "$(round_line 1 "ping-FAIL $INET_HOST")"
   l=$(round_line 1 "dns-ok $DNS_NAME $INET_HOST"); [ -n "$l" ] && ok client-dns "$l" || fail client-dns "$(round_line 1 "dns-")"
   l=$(round_line 1 "tcp-ok $INET_HOST:$ECHO_PORT echo xt-1 from $UPLINK_IP"); [ -n "$l" ] && ok client-tcp-nat "$l" || fail client-tcp-nat "$(round_line 1 "tcp-")"
+  # bulk TCP both ways through NAT (GSO, scatter-gather, partial checksums on both vifs)
+  for d in up down; do
+    l=$(round_line 1 "iperf-ok $d"); [ -n "$l" ] && ok client-iperf-$d "$l" || fail client-iperf-$d "$(round_line 1 "iperf-FAIL $d")"
+  done
 
   # ---------------------------------------------------------------- rules changed mid-test
   # dom0 rewrites client1's rules (Qubes' reload sequence: RM subtree, policy, rules, commit):

@@ -95,7 +95,7 @@ common_cfg() {
   echo 'ramdisk = "/var/lib/xt/domU-initrd.gz"'
   echo 'memory = 256'
   common_cfg
-  echo "cmdline = \"console=hvc0 xt_ip=$CLIENT_IP/32 xt_gw=$CLIENT_GW xt_dns=$DNS1 xt_ping=$CLIENT_GW,$INET_HOST xt_dnsq=$DNS_NAME xt_tcp=$INET_HOST:$ECHO_PORT xt_rounds=$ROUNDS xt_every=$EVERY\""
+  echo "cmdline = \"console=hvc0 xt_ip=$CLIENT_IP/32 xt_gw=$CLIENT_GW xt_dns=$DNS1 xt_ping=$CLIENT_GW,$INET_HOST xt_dnsq=$DNS_NAME xt_tcp=$INET_HOST:$ECHO_PORT xt_iperf=$INET_HOST xt_rounds=$ROUNDS xt_every=$EVERY\""
   echo "vif = [ \"backend=fw,mac=$CLIENT_MAC,ip=$CLIENT_IP\" ]"
 } > "$OUT/client1.cfg"
 
