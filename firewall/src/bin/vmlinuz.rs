@@ -7,6 +7,8 @@
 #![no_std]
 #![no_main]
 
+extern crate alloc;
+
 use firewall::engine::conntrack::{ConnTrack, Limits};
 use firewall::platform::{Firewall, FirewallConfig};
 use xen::abi::sched::SHUTDOWN_CRASH;
@@ -54,8 +56,74 @@ fn main(boot: &'static BootInfo) -> ! {
         Err(e) => fatal("start", &e),
     };
     log::info!("firewall: ready");
-    fw.run(|_| false);
+    let mut report = Report::default();
+    fw.run(|fw| {
+        report.tick(fw);
+        false
+    });
     fatal("event loop", &"returned")
+}
+
+/// Every [`REPORT_NS`], if traffic moved: one line of counters (what the
+/// engine forwarded and dropped, what the drivers refused).
+const REPORT_NS: u64 = 10_000_000_000;
+
+#[derive(Default)]
+struct Report {
+    next: u64,
+    last: (u64, u64),
+}
+
+impl Report {
+    fn tick(&mut self, fw: &Firewall<Pvh>) {
+        let now = Pvh.now_ns();
+        if now < self.next {
+            return;
+        }
+        self.next = now + REPORT_NS;
+        let e = fw.engine().stats();
+        let moved = (e.forwarded_out, e.forwarded_in);
+        if moved == self.last {
+            return;
+        }
+        self.last = moved;
+        let nf = fw.uplink_stats();
+        let mut drops = alloc::string::String::new();
+        for why in firewall::engine::Drop::ALL {
+            let n = e.drops_for(why);
+            if n > 0 {
+                use core::fmt::Write;
+                let _ = write!(drops, " {why}={n}");
+            }
+        }
+        log::info!(
+            "stats: out {} frames {} B, in {} frames {} B; dropped by engine:{}; refused by drivers: uplink {} clients {}; uplink tx {} rx {} notify {}",
+            e.forwarded_out,
+            e.bytes_out,
+            e.forwarded_in,
+            e.bytes_in,
+            if drops.is_empty() { " none" } else { &drops },
+            fw.uplink_send_dropped,
+            fw.client_send_dropped,
+            nf.tx_frames,
+            nf.rx_frames,
+            nf.notifications_sent
+        );
+        for vif in fw.client_vifs() {
+            if let Some(c) = fw.client_stats(vif) {
+                log::info!(
+                    "stats: client dom{} vif {}: tx {} frames (backpressure {}), rx {} frames (queue full {}, dropped {})",
+                    vif.domid,
+                    vif.devid,
+                    c.tx_frames,
+                    c.tx_backpressure,
+                    c.rx_frames,
+                    c.rx_queue_full,
+                    c.rx_drops.total()
+                );
+            }
+        }
+    }
 }
 
 /// The firewall's configuration for a 32 MiB VM.

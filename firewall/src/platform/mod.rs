@@ -166,6 +166,11 @@ pub struct Firewall<P: Platform + Clone> {
     pub turns: u64,
     /// Sleeps.
     pub sleeps: u64,
+    /// Frames the engine forwarded that the uplink driver refused (ring
+    /// full, link down) and that were dropped.
+    pub uplink_send_dropped: u64,
+    /// The same toward clients (a client's receive queue full).
+    pub client_send_dropped: u64,
 }
 
 fn setup<E: core::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> FirewallError {
@@ -217,6 +222,8 @@ impl<P: Platform + Clone> Firewall<P> {
             tap: None,
             turns: 0,
             sleeps: 0,
+            uplink_send_dropped: 0,
+            client_send_dropped: 0,
         };
         fw.apply_net_config();
         if let Some(c) = fw.qdb.as_mut() {
@@ -239,6 +246,21 @@ impl<P: Platform + Clone> Firewall<P> {
     /// The packet pool (for reports).
     pub fn pool(&self) -> &PagePool {
         &self.pool
+    }
+
+    /// The uplink driver's counters.
+    pub fn uplink_stats(&self) -> &netfront::Stats {
+        self.nf.stats()
+    }
+
+    /// A client driver's counters.
+    pub fn client_stats(&self, vif: VifId) -> Option<&netback::Stats> {
+        self.nb.stats(vif)
+    }
+
+    /// The attached clients' vifs.
+    pub fn client_vifs(&self) -> impl Iterator<Item = VifId> + '_ {
+        self.attached.iter().map(|a| a.vif)
     }
 
     /// Whether the uplink is up.
@@ -341,6 +363,7 @@ impl<P: Platform + Clone> Firewall<P> {
             if let Err(f) = self.nf.send(&mut self.gt, &mut self.pool, f) {
                 // Ring full or link down: drop (TCP retransmits), as a NIC
                 // queue overflow would.
+                self.uplink_send_dropped += 1;
                 f.free(&mut self.pool);
             }
         }
@@ -355,6 +378,7 @@ impl<P: Platform + Clone> Firewall<P> {
                     t(Iface::Client(a.id), TapDir::Out, &f, &self.pool);
                 }
                 if let Err(f) = self.nb.send(a.vif, &mut self.pool, f) {
+                    self.client_send_dropped += 1;
                     f.free(&mut self.pool);
                 }
             }
