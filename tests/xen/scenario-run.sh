@@ -185,6 +185,10 @@ if guest_alive fw; then ok fw-alive "state $(xt_state fw) at the end"; else fail
 qdb status; sleep 0.5
 xt_dump_guest fw 300
 [ -n "${CL:-}" ] && xt_dump_guest client1 120
+echo "---- dom0's netback for the firewall's uplink (vif$FW.0) and dom0's TCP/IP counters"
+ip -s -s link show dev "vif$FW.0" 2>&1
+ethtool -S "vif$FW.0" 2>&1 | grep -v ': 0$'
+nstat -az 2>/dev/null | grep -E 'Csum|Retrans|Drop|Err|OutRsts|TCPSack' | grep -v ' 0 ' | head -40
 echo "---- qubesdb-dom0 log"; cat "$XT_OUT/qubesdb-dom0.log"
 echo "---- QubesDB at the end"; cat $Q/qdb.state
 echo "---- dnsmasq log"; tail -n 20 "$XT_OUT/dnsmasq.log" 2>/dev/null

@@ -97,6 +97,11 @@ impl Report {
             }
         }
         log::info!(
+            "stats: uplink tx drops {:?}, rx drops {:?}",
+            nf.tx_dropped,
+            nf.rx_dropped
+        );
+        log::info!(
             "stats: out {} frames {} B, in {} frames {} B; dropped by engine:{}; refused by drivers: uplink {} clients {}; uplink tx {} rx {} notify {}",
             e.forwarded_out,
             e.bytes_out,
