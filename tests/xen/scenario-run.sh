@@ -97,6 +97,11 @@ else
   fail internet "dom0 servers not answering locally: $why"
 fi
 
+# Linux netback's own reasons for refusing a packet (netdev_dbg) go to dom0's dmesg
+mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug 2>/dev/null
+echo 'module xen_netback +p' > /sys/kernel/debug/dynamic_debug/control 2>/dev/null ||
+  xt_mark "no dynamic debug for xen_netback"
+
 # ------------------------------------------------------------------ the firewall
 # Created paused, as Qubes does: its QubesDB vchan must exist before it runs.
 t0=$(xt_now)
@@ -188,6 +193,8 @@ xt_dump_guest fw 300
 echo "---- dom0's netback for the firewall's uplink (vif$FW.0) and dom0's TCP/IP counters"
 ip -s -s link show dev "vif$FW.0" 2>&1
 ethtool -S "vif$FW.0" 2>&1 | grep -v ': 0$'
+echo "---- dom0 kernel lines of the netback (xen_netback dynamic debug, last 40)"
+dmesg | grep -E 'vif|netback' | tail -n 40
 nstat -az 2>/dev/null | grep -E 'Csum|Retrans|Drop|Err|OutRsts|TCPSack' | grep -v ' 0 ' | head -40
 echo "---- qubesdb-dom0 log"; cat "$XT_OUT/qubesdb-dom0.log"
 echo "---- QubesDB at the end"; cat $Q/qdb.state
