@@ -102,7 +102,7 @@ impl Report {
             nf.rx_dropped
         );
         log::info!(
-            "stats: out {} frames {} B, in {} frames {} B; dropped by engine:{}; refused by drivers: uplink {} clients {}; uplink tx {} rx {} notify {}",
+            "stats: out {} frames {} B, in {} frames {} B; dropped by engine:{}; refused by drivers: uplink {} clients {}; uplink tx {} rx {} notify {}; lost wakeups {}",
             e.forwarded_out,
             e.bytes_out,
             e.forwarded_in,
@@ -112,7 +112,8 @@ impl Report {
             fw.client_send_dropped,
             nf.tx_frames,
             nf.rx_frames,
-            nf.notifications_sent
+            nf.notifications_sent,
+            fw.lost_wakeups
         );
         for vif in fw.client_vifs() {
             if let Some(c) = fw.client_stats(vif) {

@@ -171,6 +171,12 @@ pub struct Firewall<P: Platform + Clone> {
     pub uplink_send_dropped: u64,
     /// The same toward clients (a client's receive queue full).
     pub client_send_dropped: u64,
+    /// Sleeps that ran to the safety-net deadline ([`FirewallConfig::max_sleep_ns`])
+    /// after which the next turn found frames to move: a notification that
+    /// never came (a peer not signalling, or us not asking it to).
+    pub lost_wakeups: u64,
+    /// The last sleep ran to the safety-net deadline.
+    slept_to_safety_net: bool,
 }
 
 fn setup<E: core::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> FirewallError {
@@ -224,6 +230,8 @@ impl<P: Platform + Clone> Firewall<P> {
             sleeps: 0,
             uplink_send_dropped: 0,
             client_send_dropped: 0,
+            lost_wakeups: 0,
+            slept_to_safety_net: false,
         };
         fw.apply_net_config();
         if let Some(c) = fw.qdb.as_mut() {
@@ -323,6 +331,9 @@ impl<P: Platform + Clone> Firewall<P> {
         }
         self.engine.poll(now, &mut self.pool, &mut self.queues);
         moved |= self.drain_queues();
+        if core::mem::take(&mut self.slept_to_safety_net) && moved {
+            self.lost_wakeups += 1;
+        }
         moved
     }
 
@@ -335,7 +346,8 @@ impl<P: Platform + Clone> Firewall<P> {
             return;
         }
         let now = self.platform.now_ns();
-        let mut deadline = now + self.cfg.max_sleep_ns;
+        let safety_net = now + self.cfg.max_sleep_ns;
+        let mut deadline = safety_net;
         if let Some(d) = self.engine.next_deadline() {
             deadline = deadline.min(d.max(now));
         }
@@ -350,7 +362,9 @@ impl<P: Platform + Clone> Firewall<P> {
             self.ports.push(c.port());
         }
         self.sleeps += 1;
-        let _ = self.ev.wait(&self.ports, Some(deadline));
+        let woke = self.ev.wait(&self.ports, Some(deadline));
+        self.slept_to_safety_net =
+            deadline == safety_net && matches!(woke, Ok(xen::evtchn::Wake::Timeout));
     }
 
     fn drain_queues(&mut self) -> bool {
