@@ -180,11 +180,13 @@ vmlinuz:
 
 # The kernel on real Xen (Debian's Xen 4.17 + Linux dom0 under QEMU TCG):
 # builds or reuses the dom0 image (outside the repo), boots, creates the
-# firewall domU and waits for its first-boot marker on the PV console.
+# firewall domU and waits for its memory line on the PV console (the console,
+# the banner and logging work; with no QubesDB in dom0 it would go on to wait
+# for one, then crash: `make xen-test` runs the whole firewall).
 xen-boot: vmlinuz
 	@$(call banner,xen-boot: $(VMLINUZ) on Xen 4.17 under QEMU TCG)
 	tests/xen/build-image.sh
-	tests/xen/run-guest.sh $(VMLINUZ) --name firewall --expect "FIRST-BOOT OK" --timeout 60 --no-build
+	tests/xen/run-guest.sh $(VMLINUZ) --name firewall --expect "memory: heap" --timeout 60 --no-build
 
 # The firewall scenario on real Xen: dom0 is sys-net, the internet and QubesDB
 # (tests/xen/qubesdb-dom0), our kernel the firewall VM, a Linux PVH domU its
