@@ -181,6 +181,32 @@ if [ $created = 1 ]; then
   }
   rules_phase rules-deny-tcp $Q/fw-rules2.qdb 2 tcp-FAIL
   rules_phase rules-restore /mnt/share/fw.qdb 3 tcp-ok
+
+  # ---------------------------------------------------------------- dom0's QubesDB restarts
+  # The firewall must notice the vchan closing, connect to the new server (new grant, new
+  # event channel), take the new dump, keep enforcing its rules meanwhile, and follow
+  # changes pushed by the new server.
+  kill "$QDB_PID"; wait "$QDB_PID" 2>/dev/null
+  cp /mnt/share/fw.qdb $Q/fw.qdb; rm -f $Q/qdb.state
+  $Q/qubesdb-dom0 "$FW" $Q/fw.qdb --control $Q/qdb.ctl --state $Q/qdb.state > "$XT_OUT/qubesdb-dom0-2.log" 2>&1 &
+  QDB_PID=$!; PIDS+=($QDB_PID)
+  if log_wait "$FW_LOG" 'QubesDB: reconnected' 20 && log_wait "$XT_OUT/qubesdb-dom0-2.log" "dom$FW connected and synchronised" 10; then
+    ok qubesdb-reconnect "the firewall reconnected to a new qubesdb-dom0 and got its dump $CHECK_DETAIL"
+  else
+    fail qubesdb-reconnect "$CHECK_DETAIL"
+  fi
+  # the firewall's count goes on from its own memory (4 or more: the new dump may count too)
+  cp $Q/fw-rules2.qdb $Q/fw.qdb; qdb reload
+  if log_wait $Q/qdb.state "^/qubes-firewall-handled/$CLIENT_IP = ([4-9]|[1-9][0-9])\$" 30; then
+    r=$(( $(last_round) + 1 ))
+    if log_wait "$CLIENT_LOG" "round-end $r\$" 60 && [ -n "$(round_line $r "tcp-FAIL $INET_HOST:$ECHO_PORT")" ]; then
+      ok rules-after-reconnect "round $r: $(round_line $r "tcp-FAIL")"
+    else
+      fail rules-after-reconnect "round $r: $(round_line $r "tcp-")"
+    fi
+  else
+    fail rules-after-reconnect "the firewall did not handle rules pushed by the new server: $CHECK_DETAIL"
+  fi
 else
   fail client-create "xl create failed (did the firewall's netback reach InitWait within 10 s?)"
 fi
@@ -196,7 +222,7 @@ ethtool -S "vif$FW.0" 2>&1 | grep -v ': 0$'
 echo "---- dom0 kernel lines of the netback (xen_netback dynamic debug, last 40)"
 dmesg | grep -E 'vif|netback' | tail -n 40
 nstat -az 2>/dev/null | grep -E 'Csum|Retrans|Drop|Err|OutRsts|TCPSack' | grep -v ' 0 ' | head -40
-echo "---- qubesdb-dom0 log"; cat "$XT_OUT/qubesdb-dom0.log"
+echo "---- qubesdb-dom0 logs"; cat "$XT_OUT/qubesdb-dom0.log" "$XT_OUT/qubesdb-dom0-2.log" 2>/dev/null
 echo "---- QubesDB at the end"; cat $Q/qdb.state
 echo "---- dnsmasq log"; tail -n 20 "$XT_OUT/dnsmasq.log" 2>/dev/null
 echo "---- uplink capture (first 60 packets)"; sync; tcpdump -n -r "$XT_OUT/uplink.pcap" 2>/dev/null | head -n 60
