@@ -142,10 +142,13 @@ impl Conn {
 }
 
 /// What an outstanding transmit id stands for: segment `seg` of the packet
-/// whose first slot has id `head`.
+/// in `packets[pkt]`. The packet's place is its own, not its first slot's
+/// id: Linux netback answers the first slot (copied) at once and the others
+/// (mapped) only when sys-net's stack frees the packet, so the first id is
+/// free again, and reissued, while the packet is still in flight.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct TxSlot {
-    head: u16,
+    pkt: u16,
     seg: u8,
 }
 
@@ -178,6 +181,8 @@ pub(crate) struct DataPath {
     rx_backlog: bool,
     tx: TxTracker<TxSlot>,
     packets: Vec<Option<TxPacket>>,
+    /// Free places in `packets`.
+    free_packets: Vec<u16>,
     staging: Vec<Frame>,
     pub(crate) quarantine: Quarantine,
     pub(crate) stats: Stats,
@@ -197,6 +202,7 @@ impl DataPath {
             rx_backlog: false,
             tx: TxTracker::new(),
             packets,
+            free_packets: (0..TX_RING_SIZE as u16).rev().collect(),
             staging: Vec::with_capacity(TX_RING_SIZE),
             quarantine: Quarantine::new(),
             stats: Stats::default(),
@@ -237,6 +243,8 @@ impl DataPath {
                 self.retire(pkt, gt, pool);
             }
         }
+        self.free_packets.clear();
+        self.free_packets.extend((0..TX_RING_SIZE as u16).rev());
         self.storm = Storm::default();
         self.stats.disconnects += 1;
     }
@@ -344,7 +352,7 @@ impl DataPath {
         gt: &mut GrantTable<P>,
         pool: &mut PagePool,
     ) {
-        let head = usize::from(slot.head);
+        let head = usize::from(slot.pkt);
         let Some(pkt) = self.packets.get_mut(head).and_then(Option::as_mut) else {
             return;
         };
@@ -362,6 +370,7 @@ impl DataPath {
         let Some(pkt) = self.packets[head].take() else {
             return;
         };
+        self.free_packets.push(slot.pkt);
         match pkt.status {
             NETIF_RSP_OKAY => {}
             NETIF_RSP_DROPPED => self.stats.tx_dropped.backend_dropped += 1,
@@ -762,7 +771,12 @@ impl DataPath {
         let n = frame.num_segments();
         let gso = frame.gso;
         let slots = n + usize::from(gso.is_some());
-        if (conn.tx.free_requests() as usize) < slots || self.tx.available() < n {
+        // A packet holds at least one id until its place is free, so there
+        // is a place whenever there are ids (checked all the same).
+        if (conn.tx.free_requests() as usize) < slots
+            || self.tx.available() < n
+            || self.free_packets.is_empty()
+        {
             return Err(frame);
         }
         let mut frame = frame;
@@ -797,24 +811,18 @@ impl DataPath {
                 }
             }
         }
+        // Cannot fail: checked above.
+        let place = self.free_packets.pop().unwrap_or_default();
         let mut ids = [0u16; MAX_SEGMENTS];
         for (i, id) in ids[..n].iter_mut().enumerate() {
             let slot = TxSlot {
-                head: 0,
+                pkt: place,
                 seg: i as u8,
             };
             // Cannot fail: availability was checked.
             *id = self.tx.alloc(slot).unwrap_or_default();
         }
         let head = ids[0];
-        for &id in &ids[1..n] {
-            if let Some(s) = self.tx.get_mut(id) {
-                s.head = head;
-            }
-        }
-        if let Some(s) = self.tx.get_mut(head) {
-            s.head = head;
-        }
         let mut segs = frame.segments();
         if let Some(s0) = segs.next() {
             let mut flags = tx_csum_flags(frame.csum);
@@ -860,7 +868,7 @@ impl DataPath {
         }
         self.stats.tx_frames += 1;
         self.stats.tx_bytes += frame.len() as u64;
-        self.packets[usize::from(head)] = Some(TxPacket {
+        self.packets[usize::from(place)] = Some(TxPacket {
             frame,
             grefs,
             nsegs: n as u8,

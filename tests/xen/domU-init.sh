@@ -7,6 +7,15 @@
 #   xt_role=client|backend backend: load netback, bridge every vif* into br0 (xt_brip=CIDR)
 #   xt_fwd=1               IPv4 forwarding on
 #   xt_ping=A[,B...]       ping each address, print XT-DOMU ping-ok A / ping-FAIL A
+#   xt_dnsq=NAME[,NAME...] look each name up (nslookup, the resolv.conf server):
+#                          XT-DOMU dns-ok NAME ADDR... / dns-FAIL NAME
+#   xt_tcp=IP:PORT[,...]   send one line "xt-<round>" to a TCP echo server that answers one line
+#                          and closes: XT-DOMU tcp-ok IP:PORT <reply> / tcp-FAIL IP:PORT <reply>
+#   xt_iperf=IP            in the first round only: iperf3 to IP for 3 s each way (-c, -c -R):
+#                          XT-DOMU iperf-ok up|down <rate> <unit> / iperf-FAIL up|down <error>
+#   xt_rounds=N xt_every=S run the probes (ping, dns, tcp) N times (default 1), a round every
+#                          S seconds (default 5); with N > 1 every probe marker ends in round=K,
+#                          and each round is framed by XT-DOMU round-start K / round-end K
 #   xt_poweroff=1          power off (clean shutdown) after init-done
 #   xt_say=WORD            print "XT-DOMU say WORD" (a marker a test can wait for)
 # Markers on hvc0 (end up in dom0's /var/log/xen/console/guest-<name>.log):
@@ -56,12 +65,48 @@ if [ "${xt_role:-client}" = backend ]; then
       if [ ! -e /sys/class/net/$n/brport ]; then ip link set "$n" master br0 && ip link set "$n" up && mark "bridged $n"; fi
     done; sleep 1; done ) &
 fi
-[ -n "${xt_gw:-}" ] && ip route add default via "$xt_gw" && mark "default-route via $xt_gw"
+if [ -n "${xt_gw:-}" ]; then
+  # an address with no prefix (Qubes: /32) needs the gateway's host route first
+  ip route get "$xt_gw" >/dev/null 2>&1 || ip route add "$xt_gw" dev eth0
+  ip route add default via "$xt_gw" && mark "default-route via $xt_gw"
+fi
 [ -n "${xt_dns:-}" ] && echo "nameserver $xt_dns" > /etc/resolv.conf
 [ "${xt_fwd:-0}" = 1 ] && echo 1 > /proc/sys/net/ipv4/ip_forward && mark "ip_forward=1"
-for a in $(echo "${xt_ping:-}" | tr ',' ' '); do
-  if ping -c 3 -W 2 "$a" >/dev/null 2>&1; then mark "ping-ok $a"; else mark "ping-FAIL $a"; fi
-done
+probes() { # ROUND-SUFFIX
+  local a r t
+  for a in $(echo "${xt_ping:-}" | tr ',' ' '); do
+    if ping -c 3 -W 2 "$a" >/dev/null 2>&1; then mark "ping-ok $a$1"; else mark "ping-FAIL $a$1"; fi
+  done
+  for a in $(echo "${xt_dnsq:-}" | tr ',' ' '); do
+    # busybox nslookup: the server's own lines come first, then "Name:" and "Address: ..."
+    r=$(timeout 10 nslookup "$a" 2>&1 | awk '/^Name:/{n=1} n && /^Address/{print $NF}' | tr '\n' ' ')
+    if [ -n "$r" ]; then mark "dns-ok $a ${r% }$1"; else mark "dns-FAIL $a$1"; fi
+  done
+  for a in $(echo "${xt_tcp:-}" | tr ',' ' '); do
+    t="xt-${round:-1}"
+    r=$(echo "$t" | timeout 10 nc -w 5 "${a%:*}" "${a##*:}" 2>&1 | head -n 1)
+    case $r in *"$t"*) mark "tcp-ok $a $r$1" ;; *) mark "tcp-FAIL $a ${r:-(no reply)}$1" ;; esac
+  done
+  if [ -n "${xt_iperf:-}" ] && [ "${round:-1}" = 1 ]; then
+    for d in up down; do
+      f=; [ $d = down ] && f=-R
+      r=$(timeout 30 iperf3 -c "$xt_iperf" -t 3 $f 2>&1)
+      t=$(echo "$r" | awk '/receiver/{print $(NF-2), $(NF-1)}' | tail -1)
+      if [ -n "$t" ]; then mark "iperf-ok $d $t$1"
+      else mark "iperf-FAIL $d $(echo "$r" | tail -1 | cut -c1-100)$1"; fi
+    done
+  fi
+}
+if [ "${xt_rounds:-1}" -gt 1 ]; then
+  round=1
+  while [ "$round" -le "$xt_rounds" ]; do
+    t0=$(date +%s); mark "round-start $round"; probes " round=$round"; mark "round-end $round"
+    round=$((round + 1)); left=$(( ${xt_every:-5} - ($(date +%s) - t0) ))
+    [ "$round" -gt "$xt_rounds" ] || [ "$left" -le 0 ] || sleep "$left"
+  done
+else
+  probes ""
+fi
 mark "init-done uptime=$(up)"
 if [ "${xt_poweroff:-0}" = 1 ]; then mark "poweroff"; sync; poweroff -f; fi
 # stay alive (answer pings, run servers); a shell on the console for `xl console`

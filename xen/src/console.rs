@@ -122,12 +122,27 @@ impl<P: Platform + Clone> core::fmt::Write for &Console<P> {
 /// and takes no interrupts, so records never interleave.
 pub struct ConsoleLogger<P: Platform + Clone> {
     console: Console<P>,
+    /// Which records to print (all, until set): per-source levels from
+    /// the kernel command line, set once they are parsed.
+    filter: spin::Once<LogFilter>,
 }
+
+/// A record filter for [`ConsoleLogger::set_filter`].
+pub type LogFilter = &'static (dyn Fn(&log::Metadata<'_>) -> bool + Send + Sync);
 
 impl<P: Platform + Clone> ConsoleLogger<P> {
     /// Wrap a console.
     pub fn new(console: Console<P>) -> Self {
-        ConsoleLogger { console }
+        ConsoleLogger {
+            console,
+            filter: spin::Once::new(),
+        }
+    }
+
+    /// Print only the records `filter` accepts from now on (first call
+    /// wins).
+    pub fn set_filter(&self, filter: LogFilter) {
+        self.filter.call_once(|| filter);
     }
 
     /// The console.
@@ -150,8 +165,8 @@ impl<P: Platform + Clone> ConsoleLogger<P> {
 }
 
 impl<P: Platform + Clone + Send + Sync> log::Log for ConsoleLogger<P> {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        self.filter.get().is_none_or(|f| f(m))
     }
     fn log(&self, record: &log::Record<'_>) {
         if self.enabled(record.metadata()) {

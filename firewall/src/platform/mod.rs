@@ -271,6 +271,17 @@ pub struct Firewall<P: Platform + Clone> {
     pub turns: u64,
     /// Sleeps.
     pub sleeps: u64,
+    /// Frames the engine forwarded that the uplink driver refused (ring
+    /// full, link down) and that were dropped.
+    pub uplink_send_dropped: u64,
+    /// The same toward clients (a client's receive queue full).
+    pub client_send_dropped: u64,
+    /// Sleeps that ran to the safety-net deadline ([`FirewallConfig::max_sleep_ns`])
+    /// after which the next turn found frames to move: a notification that
+    /// never came (a peer not signalling, or us not asking it to).
+    pub lost_wakeups: u64,
+    /// The last sleep ran to the safety-net deadline.
+    slept_to_safety_net: bool,
 }
 
 fn setup<E: core::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> FirewallError {
@@ -331,6 +342,10 @@ impl<P: Platform + Clone> Firewall<P> {
             stop: None,
             turns: 0,
             sleeps: 0,
+            uplink_send_dropped: 0,
+            client_send_dropped: 0,
+            lost_wakeups: 0,
+            slept_to_safety_net: false,
         };
         fw.apply_net_config();
         if let Some(c) = fw.qdb.as_mut() {
@@ -353,6 +368,21 @@ impl<P: Platform + Clone> Firewall<P> {
     /// The packet pool (for reports).
     pub fn pool(&self) -> &PagePool {
         &self.pool
+    }
+
+    /// The uplink driver's counters.
+    pub fn uplink_stats(&self) -> &netfront::Stats {
+        self.nf.stats()
+    }
+
+    /// A client driver's counters.
+    pub fn client_stats(&self, vif: VifId) -> Option<&netback::Stats> {
+        self.nb.stats(vif)
+    }
+
+    /// The attached clients' vifs.
+    pub fn client_vifs(&self) -> impl Iterator<Item = VifId> + '_ {
+        self.attached.iter().map(|a| a.vif)
     }
 
     /// Whether the uplink is up.
@@ -483,6 +513,9 @@ impl<P: Platform + Clone> Firewall<P> {
         }
         self.engine.poll(now, &mut self.pool, &mut self.queues);
         moved |= self.drain_queues();
+        if core::mem::take(&mut self.slept_to_safety_net) && moved {
+            self.lost_wakeups += 1;
+        }
         moved
     }
 
@@ -508,7 +541,8 @@ impl<P: Platform + Clone> Firewall<P> {
             return;
         }
         let now = self.platform.now_ns();
-        let mut deadline = now + self.cfg.max_sleep_ns;
+        let safety_net = now + self.cfg.max_sleep_ns;
+        let mut deadline = safety_net;
         if let Some(d) = self.engine.next_deadline() {
             deadline = deadline.min(d.max(now));
         }
@@ -529,7 +563,9 @@ impl<P: Platform + Clone> Firewall<P> {
         }
         self.qrexec.ports(&mut self.ports);
         self.sleeps += 1;
-        let _ = self.ev.wait(&self.ports, Some(deadline));
+        let woke = self.ev.wait(&self.ports, Some(deadline));
+        self.slept_to_safety_net =
+            deadline == safety_net && matches!(woke, Ok(xen::evtchn::Wake::Timeout));
     }
 
     fn drain_queues(&mut self) -> bool {
@@ -555,6 +591,7 @@ impl<P: Platform + Clone> Firewall<P> {
                     // until sys-net completes some of what it has.
                     self.uplink_held = Some(f);
                 } else {
+                    self.uplink_send_dropped += 1;
                     f.free(&mut self.pool);
                 }
             }
@@ -570,6 +607,7 @@ impl<P: Platform + Clone> Firewall<P> {
                     t(Iface::Client(a.id), TapDir::Out, &f, &self.pool);
                 }
                 if let Err(f) = self.nb.send(a.vif, &mut self.pool, f) {
+                    self.client_send_dropped += 1;
                     f.free(&mut self.pool);
                 }
             }

@@ -934,6 +934,14 @@ impl Backend {
         self.notify();
     }
 
+    /// Whether the frontend's grant `gref` can be copied from (still
+    /// granted to us).
+    pub fn grant_valid(&mut self, gref: GrantRef) -> bool {
+        let fid = self.spec.frontend;
+        let mut ops = [copy_from_grant(fid, gref, 0, self.scratch.add(19), 0, 1)];
+        grant_copy(&self.dom, &mut ops).is_ok()
+    }
+
     /// Read a whole page of the frontend's tx grant `gref` (to check what
     /// a read-only grant exposes).
     pub fn peek_grant(&mut self, gref: GrantRef) -> Vec<u8> {

@@ -296,6 +296,16 @@ impl GuestMemory for Pvh {
 
 static LOGGER: spin::Once<crate::console::ConsoleLogger<Pvh>> = spin::Once::new();
 
+/// From now on print only the records `filter` accepts, and none above
+/// `max` (the kernel command line's log levels, once parsed; first call
+/// wins). No effect before [`init_logging`].
+pub fn set_log_filter(max: log::LevelFilter, filter: crate::console::LogFilter) {
+    if let Some(l) = LOGGER.get() {
+        l.set_filter(filter);
+        log::set_max_level(max);
+    }
+}
+
 /// Send `log` records to the PV console from now on (first call wins).
 pub fn init_logging(console: crate::console::Console<Pvh>, level: log::LevelFilter) {
     let logger = LOGGER.call_once(|| crate::console::ConsoleLogger::new(console));

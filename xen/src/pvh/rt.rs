@@ -1,7 +1,8 @@
 //! The runtime a freestanding Rust kernel must provide itself: the panic
 //! handler, the global allocator, the `mem*` functions the compiler calls,
-//! and an empty `rust_eh_personality` (the precompiled `alloc` refers to
-//! it; `panic = "abort"` means it never runs).
+//! and the unwinding symbols the precompiled `alloc` refers to
+//! (`rust_eh_personality`, `_Unwind_Resume`; `panic = "abort"` means they
+//! never run).
 
 use core::fmt::Write;
 
@@ -126,3 +127,12 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// Never called (`panic = "abort"`); referenced by the precompiled `alloc`.
 #[unsafe(no_mangle)]
 pub extern "C" fn rust_eh_personality() {}
+
+/// Never called: nothing unwinds (the panic handler halts), but the landing
+/// pads of the precompiled `alloc` (built for unwinding, e.g. in
+/// `alloc::fmt::format`) refer to it.
+#[allow(non_snake_case)]
+#[unsafe(no_mangle)]
+pub extern "C" fn _Unwind_Resume() -> ! {
+    cpu::halt()
+}
