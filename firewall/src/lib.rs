@@ -26,3 +26,6 @@ pub mod platform;
 
 #[cfg(feature = "lab")]
 pub mod lab;
+
+#[cfg(feature = "hostfw")]
+pub mod hostfw;
