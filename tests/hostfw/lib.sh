@@ -50,7 +50,8 @@ C1_RULES="/qubes-firewall/$C1_IP/policy drop
 /qubes-firewall/$C1_IP/0002 action=accept dst4=$SRV/32 proto=tcp dstports=5201-5202
 /qubes-firewall/$C1_IP/0003 action=accept dst4=$SRV/32 proto=tcp dstports=7777-7777
 /qubes-firewall/$C1_IP/0004 action=accept dst4=$SRV/32 proto=udp dstports=7778-7778
-/qubes-firewall/$C1_IP/0005 action=accept dst4=$SRV/32 proto=tcp dstports=5203-5203"
+/qubes-firewall/$C1_IP/0005 action=accept dst4=$SRV/32 proto=tcp dstports=5203-5203
+/qubes-firewall/$C1_IP/0006 action=accept dst4=$SRV/32 proto=udp dstports=5201-5201"
 C2_RULES="/qubes-firewall/$C2_IP/policy drop
 /qubes-firewall/$C2_IP/0000 action=accept dst4=$SRV/32 proto=tcp dstports=7777-7777"
 
