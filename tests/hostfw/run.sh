@@ -110,18 +110,21 @@ expect_out new-flow-denied-after-edit "EHOSTUNREACH" timeout 10 ip netns exec "$
 wait $KEEP; keep_rc=$?
 wait $CUT; cut_rc=$?
 # The kept flow moved data after the edit (its 6-7 s interval) and ended cleanly.
-rate_6_7() { grep -E ' 6\.00-7\.00 +sec' "$1" | head -n1 | awk '{for (i = 2; i <= NF; i++) if ($i ~ /bits\/sec/) print $(i - 1)}'; }
-keep_late=$(rate_6_7 "$WORK/keep.log")
-cut_late=$(rate_6_7 "$WORK/cut.log")
+# The rate of the last 1 s interval iperf3 reported (after the edit; the
+# interval bounds drift a little on a loaded machine, so not matched exactly).
+last_rate() { grep -E '^\[ *[0-9]+\] +[0-9.]+-[0-9.]+ +sec' "$1" | grep -vE 'sender|receiver' | tail -n1 \
+  | awk '{for (i = 2; i <= NF; i++) if ($i ~ /bits\/sec/) print $(i - 1)}'; }
+keep_late=$(last_rate "$WORK/keep.log")
+cut_late=$(last_rate "$WORK/cut.log")
 if [ $keep_rc -eq 0 ] && awk "BEGIN{exit !(${keep_late:-0} > 1)}"; then
-  result reload-keeps-allowed ok "iperf3 :5201 ran to the end, ${keep_late} Mbit/s in 6-7 s"
+  result reload-keeps-allowed ok "iperf3 :5201 ran to the end, ${keep_late} Mbit/s in its last second"
 else
-  result reload-keeps-allowed fail "iperf3 :5201 exit $keep_rc, 6-7 s: ${keep_late:-none} Mbit/s"
+  result reload-keeps-allowed fail "iperf3 :5201 exit $keep_rc, last second: ${keep_late:-none} Mbit/s; log: $(tail -n4 "$WORK/keep.log" | tr "\n" " ")"
 fi
-if [ $cut_rc -ne 0 ] || [ "${cut_late:-0}" = "0.00" ]; then
-  result reload-cuts-denied ok "iperf3 :5202 exit $cut_rc, 6-7 s: ${cut_late:-no report} Mbit/s"
+if [ "${cut_late:-}" = "0.00" ]; then
+  result reload-cuts-denied ok "iperf3 :5202 exit $cut_rc, last second: ${cut_late:-no report} Mbit/s"
 else
-  result reload-cuts-denied fail "iperf3 :5202 still ran: exit $cut_rc, 6-7 s ${cut_late} Mbit/s"
+  result reload-cuts-denied fail "iperf3 :5202 still ran: exit $cut_rc, last second ${cut_late} Mbit/s"
 fi
 
 log "SIGHUP reload restores the rule"
