@@ -20,7 +20,10 @@ CARGO ?= cargo
 #   pkg-config  locating the Xen libraries
 #   qemu-system-x86  boots the PVH kernel (smoke test: banner, no Xen, stop)
 #   binutils    readelf/nm for inspecting the kernel image
-DEB_PACKAGES := libxen-dev gcc g++ pkg-config qemu-system-x86 binutils
+#   iperf3 dnsmasq tcpdump iputils-ping iproute2 python3
+#               the hostfw real-peer tests (servers and tools in network
+#               namespaces); nftables: the Linux baseline of bench-hostfw
+DEB_PACKAGES := libxen-dev gcc g++ pkg-config qemu-system-x86 binutils iperf3 dnsmasq nftables tcpdump iputils-ping iproute2 python3
 
 # Host builds (lab, tests, simulator). `--all-features` is not used: the
 # `pvh` feature (the freestanding kernel runtime) excludes `std`.
@@ -53,10 +56,15 @@ FUZZ_DIR := fuzz
 
 banner = printf '\n==== %s ====\n' "$(1)"
 
-.PHONY: help test deps fmt fmt-check clippy unit test-rust install-check vif-release bench bench-memory fuzz-smoke lab build doc clean vmlinuz vmlinuz-sha kernel-check xen-boot xen-test
+# hostfw (the engine on Linux TAP devices): its own feature set, built
+# only for its tests and benchmark.
+HOSTFW_ARGS := -p firewall --no-default-features --features hostfw --bin hostfw
+HOSTFW_BIN := target/release/hostfw
+
+.PHONY: hostfw hostfw-test bench-hostfw help test deps fmt fmt-check clippy unit test-rust install-check vif-release bench bench-memory fuzz-smoke lab build doc clean vmlinuz vmlinuz-sha kernel-check xen-boot xen-test
 
 help:
-	@echo "make test        everything CI runs: deps fmt-check clippy unit install-check vif-release kernel-check fuzz-smoke"
+	@echo "make test        everything CI runs: deps fmt-check clippy unit install-check vif-release hostfw-test kernel-check fuzz-smoke"
 	@echo "make lab         cargo run --release --bin lab"
 	@echo "make deps        install missing Debian packages (as root), else say which"
 	@echo "make fmt-check   cargo fmt --check (workspace and fuzz/)"
@@ -72,12 +80,14 @@ help:
 	@echo "make bench       the netfront -> netback and whole-firewall benchmarks on xen::sim"
 	@echo "make bench-memory the firewall's heap with 50 clients and 20,000 flows vs a 32 MiB VM (xen::sim)"
 	@echo "make install-check the dom0 install script: dry runs checked (tests/install), shellcheck if installed"
+	@echo "make hostfw-test the hostfw real-peer tests: Linux namespaces, iperf3, dnsmasq, tcpdump through hostfw (root)"
+	@echo "make bench-hostfw iperf3 through hostfw and through Linux forwarding + nftables; CSV and PNG in docs/perf/"
 	@echo "make fuzz-smoke  every fuzz target for $(FUZZ_SECONDS)s (installs cargo-fuzz if missing)"
 	@echo "make build       cargo build --workspace --all-targets --all-features"
 	@echo "make doc         cargo doc --workspace --no-deps with warnings as errors"
 	@echo "make clean       cargo clean (workspace and fuzz/)"
 
-test: deps fmt-check clippy unit install-check vif-release kernel-check fuzz-smoke
+test: deps fmt-check clippy unit install-check vif-release hostfw-test kernel-check fuzz-smoke
 	@$(call banner,make test: all passed)
 
 deps:
@@ -132,6 +142,8 @@ clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(call banner,clippy: libraries without the simulator)
 	$(CARGO) clippy --workspace --exclude integration-tests --lib -- -D warnings
+	$(call banner,clippy: hostfw)
+	$(CARGO) clippy -p firewall --no-default-features --features hostfw --all-targets -- -D warnings
 	$(call banner,clippy: the unikernel)
 	$(KERNEL_CARGO) clippy --profile kernel $(KERNEL_ARGS) -- -D warnings
 
@@ -174,6 +186,20 @@ install-check:
 	else
 	  echo "shellcheck not installed: skipped"
 	fi
+
+hostfw:
+	$(CARGO) build --release $(HOSTFW_ARGS)
+
+# Real Linux peers through hostfw (root: namespaces and TAP devices).
+# Bounded: every step has a timeout, and the whole run has one.
+hostfw-test: hostfw
+	@$(call banner,hostfw-test: real Linux peers through hostfw)
+	timeout 300 tests/hostfw/run.sh
+
+# Not a test: figures for docs/perf/ (hostfw against Linux forwarding).
+bench-hostfw: hostfw
+	@$(call banner,bench-hostfw: iperf3 through hostfw and through Linux forwarding)
+	timeout 900 tests/hostfw/bench.sh
 
 # cargo-fuzz on stable works with --sanitizer none (no -Z flags are passed).
 fuzz-smoke:

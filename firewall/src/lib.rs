@@ -32,3 +32,6 @@ pub mod qrexec;
 
 #[cfg(feature = "lab")]
 pub mod lab;
+
+#[cfg(feature = "hostfw")]
+pub mod hostfw;
