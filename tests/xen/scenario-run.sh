@@ -127,7 +127,10 @@ echo 'module xen_netback +p' > /sys/kernel/debug/dynamic_debug/control 2>/dev/nu
 # A Linux router domU (a driver domain: netfront on xenbr0, Linux netback for client3, IPv4
 # forwarding, routed: dom0 routes client3's address to it) runs client3's iperf3, the same test
 # client1 runs through our firewall later. First, on a quiet host; both are destroyed after.
-LIN_UP= LIN_DOWN=
+# linux_ref: one try of the reference; sets LIN_UP, LIN_DOWN, LIN_RESULT/LIN_DETAIL, LIN_TF (a
+# domain triple-faulted: the router did once at run time, under TCG, as the Debian kernel does)
+linux_ref() {
+LIN_UP= LIN_DOWN= LIN_TF=0
 if create_linux router /mnt/share/router.cfg; then
   RT=$LIN_ID
   if log_wait "$(xt_console_log router)" 'router-up' 60; then
@@ -141,16 +144,31 @@ if create_linux router /mnt/share/router.cfg; then
       C3_LOG=$(xt_console_log client3)
       LIN_UP=$(tr -d '\r' < "$C3_LOG" | grep -oE 'iperf-ok up [0-9.]+ [KMG]?bits/sec' | tail -1 | awk '{print $3, $4}')
       LIN_DOWN=$(tr -d '\r' < "$C3_LOG" | grep -oE 'iperf-ok down [0-9.]+ [KMG]?bits/sec' | tail -1 | awk '{print $3, $4}')
-      [ -n "$LIN_UP" ] && [ -n "$LIN_DOWN" ] && ok linux-router-iperf "client3 via the Linux router dom$RT (routed, no NAT): up $LIN_UP, down $LIN_DOWN$(retries)" ||
-        fail linux-router-iperf "client3: $(tr -d '\r' < "$C3_LOG" | grep -E 'iperf-|ping-' | sed 's/^\[[^]]*\] //' | tr '\n' ';')"
+      [ -n "$LIN_UP" ] && [ -n "$LIN_DOWN" ] && LIN_RESULT=OK LIN_DETAIL="client3 via the Linux router dom$RT (routed, no NAT): up $LIN_UP, down $LIN_DOWN$(retries)" ||
+        LIN_RESULT=FAIL LIN_DETAIL="client3: $(tr -d '\r' < "$C3_LOG" | grep -E 'iperf-|ping-' | sed 's/^\[[^]]*\] //' | tr '\n' ';')"
+      xt_triple_faulted client3 && LIN_TF=1
       xt_dump_guest client3 40 > "$XT_OUT/client3-dump.txt" 2>&1
       xl destroy client3
-    else fail linux-router-iperf "xl create client3 failed"; fi
+    else LIN_RESULT=FAIL LIN_DETAIL="xl create client3 failed"; fi
     ip route del "$CLIENT3_IP/32" via "$ROUTER_IP" 2>/dev/null
-  else fail linux-router-iperf "router: $CHECK_DETAIL"; fi
+  else LIN_RESULT=FAIL LIN_DETAIL="router: $CHECK_DETAIL"; fi
+  xt_triple_faulted router && LIN_TF=1
   xt_dump_guest router 40 > "$XT_OUT/router-dump.txt" 2>&1
   xl destroy router
-else fail linux-router-iperf "xl create router failed"; fi
+else LIN_RESULT=FAIL LIN_DETAIL="xl create router failed"; fi
+
+}
+for try in 1 2; do
+  LIN_RESULT=FAIL LIN_DETAIL="not run"
+  linux_ref
+  [ "$LIN_RESULT" = OK ] || [ "$LIN_TF" = 0 ] || [ $try = 2 ] || {
+    xt_mark "Linux reference: a domain triple-faulted; once more"
+    for n in router client3; do mv "$(xt_console_log $n)" "$(xt_console_log $n).try1" 2>/dev/null; done
+    continue; }
+  break
+done
+[ $try = 1 ] || LIN_DETAIL="$LIN_DETAIL (second try: a domain triple-faulted in the first)"
+xt_result linux-router-iperf "$LIN_RESULT" "$LIN_DETAIL"; [ "$LIN_RESULT" = OK ] || FAILED=1
 
 # ------------------------------------------------------------------ the firewall
 # Created paused, as Qubes does: its QubesDB vchan must exist before it runs.
