@@ -144,7 +144,7 @@ if create_linux router /mnt/share/router.cfg; then
       C3_LOG=$(xt_console_log client3)
       LIN_UP=$(tr -d '\r' < "$C3_LOG" | grep -oE 'iperf-ok up [0-9.]+ [KMG]?bits/sec' | tail -1 | awk '{print $3, $4}')
       LIN_DOWN=$(tr -d '\r' < "$C3_LOG" | grep -oE 'iperf-ok down [0-9.]+ [KMG]?bits/sec' | tail -1 | awk '{print $3, $4}')
-      [ -n "$LIN_UP" ] && [ -n "$LIN_DOWN" ] && LIN_RESULT=OK LIN_DETAIL="client3 via the Linux router dom$RT (routed, no NAT): up $LIN_UP, down $LIN_DOWN$(retries)" ||
+      [ -n "$LIN_UP" ] && [ -n "$LIN_DOWN" ] && [ "$(to_mbit $LIN_UP)" != 0.0 ] && [ "$(to_mbit $LIN_DOWN)" != 0.0 ] && LIN_RESULT=OK LIN_DETAIL="client3 via the Linux router dom$RT (routed, no NAT): up $LIN_UP, down $LIN_DOWN$(retries)" ||
         LIN_RESULT=FAIL LIN_DETAIL="client3: $(tr -d '\r' < "$C3_LOG" | grep -E 'iperf-|ping-' | sed 's/^\[[^]]*\] //' | tr '\n' ';')"
       xt_triple_faulted client3 && LIN_TF=1
       xt_dump_guest client3 40 > "$XT_OUT/client3-dump.txt" 2>&1
@@ -236,8 +236,8 @@ if create_linux client1 /mnt/share/client1.cfg; then
   # ---------------------------------------------------------------- rules changed mid-test
   # dom0 rewrites client1's rules (Qubes' reload sequence: RM subtree, policy, rules, commit):
   # only ICMP and DNS allowed, so the TCP echo must now fail; then the first rules again.
-  rules_phase() { # NAME FILE HANDLED-COUNT WANT(tcp-ok|tcp-FAIL)
-    local name=$1 file=$2 count=$3 want=$4 r
+  rules_phase() { # NAME FILE HANDLED-COUNT WANT(tcp-ok|tcp-FAIL) [MORE: ERE after IP:PORT]
+    local name=$1 file=$2 count=$3 want=$4 more=${5:-} r
     cp "$file" $Q/fw.qdb; qdb reload
     if log_wait $Q/qdb.state "^/qubes-firewall-handled/$CLIENT_IP = $count\$" 30; then
       ok "$name-handled" "the firewall wrote /qubes-firewall-handled/$CLIENT_IP = $count $CHECK_DETAIL"
@@ -246,12 +246,13 @@ if create_linux client1 /mnt/share/client1.cfg; then
     fi
     r=$(( $(last_round) + 1 ))
     if ! log_wait "$CLIENT_LOG" "round-end $r\$" 60; then fail "$name-probe" "round $r: $CHECK_DETAIL"; return; fi
-    l=$(round_line $r "$want $INET_HOST:$ECHO_PORT")
+    l=$(round_line $r "$want $INET_HOST:$ECHO_PORT$more")
     p=$(round_line $r "ping-ok $INET_HOST")
     if [ -n "$l" ] && [ -n "$p" ]; then ok "$name-probe" "round $r: $l; $p"
     else fail "$name-probe" "round $r: wanted $want and ping-ok: $(round_line $r "tcp-"); $(round_line $r "ping-")"; fi
   }
-  rules_phase rules-deny-tcp $Q/fw-rules2.qdb 2 tcp-FAIL
+  # refused, not just dropped: the firewall's ICMP admin-prohibited makes it "No route to host"
+  rules_phase rules-deny-tcp $Q/fw-rules2.qdb 2 tcp-FAIL ' .*No route to host'
   rules_phase rules-restore /mnt/share/fw.qdb 3 tcp-ok
 
   # ---------------------------------------------------------------- dom0's QubesDB restarts
@@ -271,7 +272,7 @@ if create_linux client1 /mnt/share/client1.cfg; then
   cp $Q/fw-rules2.qdb $Q/fw.qdb; qdb reload
   if log_wait $Q/qdb.state "^/qubes-firewall-handled/$CLIENT_IP = ([4-9]|[1-9][0-9])\$" 30; then
     r=$(( $(last_round) + 1 ))
-    if log_wait "$CLIENT_LOG" "round-end $r\$" 60 && [ -n "$(round_line $r "tcp-FAIL $INET_HOST:$ECHO_PORT")" ]; then
+    if log_wait "$CLIENT_LOG" "round-end $r\$" 60 && [ -n "$(round_line $r "tcp-FAIL $INET_HOST:$ECHO_PORT .*No route to host")" ]; then
       ok rules-after-reconnect "round $r: $(round_line $r "tcp-FAIL $INET_HOST")"
     else
       fail rules-after-reconnect "round $r: $(round_line $r "tcp-[A-Za-z]* $INET_HOST")"
