@@ -40,7 +40,7 @@ DOM0_PKGS=$(echo $DOM0_PKGS | tr ' ' ',')
 DOMU_MODULES="drivers/net/xen-netfront.ko drivers/net/xen-netback/xen-netback.ko
   net/llc/llc.ko net/802/stp.ko net/bridge/bridge.ko"
 # Binaries (with their shared libraries) copied from the dom0 rootfs into the domU initramfs.
-DOMU_BINS="/usr/bin/iperf3"
+DOMU_BINS="/usr/bin/iperf3 /usr/bin/tcpdump"
 
 ROOT=$XT_CACHE/rootfs
 DEBS=$XT_CACHE/debs

@@ -9,13 +9,21 @@
 #   xt_ping=A[,B...]       ping each address, print XT-DOMU ping-ok A / ping-FAIL A
 #   xt_dnsq=NAME[,NAME...] look each name up (nslookup, the resolv.conf server):
 #                          XT-DOMU dns-ok NAME ADDR... / dns-FAIL NAME
+#   xt_pingx=A[,B...]      the same, one ping with a 2 s wait (for addresses expected to fail)
 #   xt_tcp=IP:PORT[,...]   send one line "xt-<round>" to a TCP echo server that answers one line
 #                          and closes: XT-DOMU tcp-ok IP:PORT <reply> / tcp-FAIL IP:PORT <reply>
+#   xt_tcpx=IP:PORT[,...]  the same with short timeouts (for connections expected to fail)
 #   xt_iperf=IP            in the first round only: iperf3 to IP for 3 s each way (-c, -c -R):
 #                          XT-DOMU iperf-ok up|down <rate> <unit> / iperf-FAIL up|down <error>
 #   xt_rounds=N xt_every=S run the probes (ping, dns, tcp) N times (default 1), a round every
 #                          S seconds (default 5); with N > 1 every probe marker ends in round=K,
 #                          and each round is framed by XT-DOMU round-start K / round-end K
+#   xt_role=router         a Linux driver domain that routes: load netback, ip_forward=1; each
+#                          vif* gets xt_rtip (a /32: the clients' gateway) and a host route to
+#                          xt_rtclient (the client behind it); no bridge
+#   xt_icmpmon=1           tcpdump on eth0 prints every ICMP error the VM receives as
+#                          XT-DOMU icmp-err <tcpdump line> (e.g. "... admin prohibited filter")
+#   xt_echo=PORT           a TCP echo server (busybox nc -e cat) on PORT
 #   xt_poweroff=1          power off (clean shutdown) after init-done
 #   xt_say=WORD            print "XT-DOMU say WORD" (a marker a test can wait for)
 # Markers on hvc0 (end up in dom0's /var/log/xen/console/guest-<name>.log):
@@ -31,7 +39,7 @@ mark "init-start role=${xt_role:-client} kernel=$(uname -r)"
 [ -n "${xt_say:-}" ] && echo "XT-DOMU say $xt_say"
 
 insmod /lib/modules/xen-netfront.ko 2>/dev/null
-if [ "${xt_role:-client}" = backend ]; then
+if [ "${xt_role:-client}" = backend ] || [ "${xt_role:-client}" = router ]; then
   for m in llc stp bridge xen-netback; do insmod /lib/modules/$m.ko; done
 fi
 ip link set lo up
@@ -65,6 +73,24 @@ if [ "${xt_role:-client}" = backend ]; then
       if [ ! -e /sys/class/net/$n/brport ]; then ip link set "$n" master br0 && ip link set "$n" up && mark "bridged $n"; fi
     done; sleep 1; done ) &
 fi
+if [ "${xt_role:-client}" = router ]; then
+  echo 1 > /proc/sys/net/ipv4/ip_forward
+  ( while true; do for v in /sys/class/net/vif*; do [ -e "$v" ] || continue; n=${v##*/}
+      if [ ! -e /run/rt-$n ]; then ip link set "$n" up && ip addr add "$xt_rtip/32" dev "$n" &&
+        ip route add "$xt_rtclient/32" dev "$n" && : > /run/rt-$n && mark "routed $n $xt_rtclient"; fi
+    done; sleep 1; done ) &
+  mark "router-up gw $xt_rtip for $xt_rtclient"
+fi
+if [ "${xt_icmpmon:-0}" = 1 ]; then
+  echo 'root:x:0:0:root:/:/bin/sh' > /etc/passwd; echo 'root:x:0:' > /etc/group
+  ( tcpdump -i eth0 -n -l -Z root 'icmp and icmp[0] != 0 and icmp[0] != 8' 2>/dev/null |
+      while read -r l; do mark "icmp-err $l"; done ) &
+  sleep 1
+fi
+if [ -n "${xt_echo:-}" ]; then
+  ( while true; do nc -l -p "$xt_echo" -e /bin/cat; done ) >/dev/null 2>&1 &
+  mark "echo-server :$xt_echo"
+fi
 if [ -n "${xt_gw:-}" ]; then
   # an address with no prefix (Qubes: /32) needs the gateway's host route first
   ip route get "$xt_gw" >/dev/null 2>&1 || ip route add "$xt_gw" dev eth0
@@ -77,6 +103,9 @@ probes() { # ROUND-SUFFIX
   for a in $(echo "${xt_ping:-}" | tr ',' ' '); do
     if ping -c 3 -W 2 "$a" >/dev/null 2>&1; then mark "ping-ok $a$1"; else mark "ping-FAIL $a$1"; fi
   done
+  for a in $(echo "${xt_pingx:-}" | tr ',' ' '); do   # expected to fail: one try, short
+    if ping -c 1 -W 2 "$a" >/dev/null 2>&1; then mark "ping-ok $a$1"; else mark "ping-FAIL $a$1"; fi
+  done
   for a in $(echo "${xt_dnsq:-}" | tr ',' ' '); do
     # busybox nslookup: the server's own lines come first, then "Name:" and "Address: ..."
     r=$(timeout 10 nslookup "$a" 2>&1 | awk '/^Name:/{n=1} n && /^Address/{print $NF}' | tr '\n' ' ')
@@ -85,6 +114,11 @@ probes() { # ROUND-SUFFIX
   for a in $(echo "${xt_tcp:-}" | tr ',' ' '); do
     t="xt-${round:-1}"
     r=$(echo "$t" | timeout 10 nc -w 5 "${a%:*}" "${a##*:}" 2>&1 | head -n 1)
+    case $r in *"$t"*) mark "tcp-ok $a $r$1" ;; *) mark "tcp-FAIL $a ${r:-(no reply)}$1" ;; esac
+  done
+  for a in $(echo "${xt_tcpx:-}" | tr ',' ' '); do    # expected to fail: short timeouts
+    t="xt-${round:-1}"
+    r=$(echo "$t" | timeout 4 nc -w 2 "${a%:*}" "${a##*:}" 2>&1 | head -n 1)
     case $r in *"$t"*) mark "tcp-ok $a $r$1" ;; *) mark "tcp-FAIL $a ${r:-(no reply)}$1" ;; esac
   done
   if [ -n "${xt_iperf:-}" ] && [ "${round:-1}" = 1 ]; then
