@@ -64,7 +64,7 @@ HOSTFW_BIN := target/release/hostfw
 .PHONY: hostfw hostfw-test bench-hostfw help test deps fmt fmt-check clippy unit test-rust install-check vif-release bench bench-memory fuzz-smoke lab build doc clean vmlinuz vmlinuz-sha kernel-check xen-boot xen-test
 
 help:
-	@echo "make test        deps fmt-check clippy unit install-check vif-release hostfw-test kernel-check fuzz-smoke (CI then runs xen-test)"
+	@echo "make test        deps fmt-check clippy unit install-check vif-release hostfw-test kernel-check fuzz-smoke"
 	@echo "make lab         cargo run --release --bin lab"
 	@echo "make deps        install missing Debian packages (as root), else say which"
 	@echo "make fmt-check   cargo fmt --check (workspace and fuzz/)"
