@@ -30,10 +30,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use assert_no_alloc::assert_no_alloc;
+use firewall::engine::build::pseudo_v4;
 use firewall::platform::{Firewall, FirewallConfig};
 use qubesdb::sim::Dom0QubesDb;
 use qubesdb::NetConfig;
 use xen::evtchn::EventChannels;
+use xen::frame::offload::{checksum_add, fold};
 use xen::frame::{Checksum, Frame, FrameQueue, Gso, GsoType};
 use xen::gnttab::GrantTable;
 use xen::memory::pool::PagePool;
@@ -332,31 +334,6 @@ fn firewall_side(d: SimDomain, cfg: FirewallConfig, shared: &Shared) -> Result<(
     Ok(())
 }
 
-/// Internet checksum helpers (RFC 1071).
-fn sum16(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [b] = chunks.remainder() {
-        acc += u32::from(*b) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    acc as u16
-}
-
-fn pseudo4(src: [u8; 4], dst: [u8; 4], proto: u8, l4_len: usize) -> u32 {
-    let mut acc = sum16(0, &src);
-    acc = sum16(acc, &dst);
-    acc + u32::from(proto) + l4_len as u32
-}
-
 /// Ethernet + IPv4 header (34 bytes) into the front of `h`.
 fn eth_ip4(h: &mut [u8], dst_mac: [u8; 6], src_mac: [u8; 6], ip: (Ipv4Addr, Ipv4Addr, u8, usize)) {
     let (src, dst, proto, total) = ip;
@@ -372,7 +349,7 @@ fn eth_ip4(h: &mut [u8], dst_mac: [u8; 6], src_mac: [u8; 6], ip: (Ipv4Addr, Ipv4
     ip[9] = proto;
     ip[12..16].copy_from_slice(&src.octets());
     ip[16..20].copy_from_slice(&dst.octets());
-    let c = !fold(sum16(0, ip));
+    let c = !fold(checksum_add(0, ip));
     ip[10..12].copy_from_slice(&c.to_be_bytes());
 }
 
@@ -399,11 +376,11 @@ fn template(spec: &FwBenchSpec, flow: u16) -> FlowTemplate {
     let l = &mut head[ETH + IP4..ETH + IP4 + l4];
     l[0..2].copy_from_slice(&sport.to_be_bytes());
     l[2..4].copy_from_slice(&SERVER_PORT.to_be_bytes());
-    let pseudo = fold(pseudo4(
-        CLIENT_IP.octets(),
-        SERVER_IP.octets(),
+    let pseudo = fold(pseudo_v4(
+        &CLIENT_IP.octets(),
+        &SERVER_IP.octets(),
         proto,
-        total - IP4,
+        (total - IP4) as u16,
     ));
     if tcp {
         l[12] = 5 << 4;
@@ -441,8 +418,8 @@ fn tcp_control(
     t[12] = 5 << 4;
     t[13] = flags;
     t[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
-    let c = !fold(sum16(
-        pseudo4(src.0.octets(), dst.0.octets(), 6, TCP),
+    let c = !fold(checksum_add(
+        pseudo_v4(&src.0.octets(), &dst.0.octets(), 6, TCP as u16),
         &f[ETH + IP4..],
     ));
     f[ETH + IP4 + 16..ETH + IP4 + 18].copy_from_slice(&c.to_be_bytes());
