@@ -337,25 +337,19 @@ impl State {
             }
         }
         let (sd, sf) = self.copy_side(caller, &op.source, src_gref, false)?;
-        let unpin_src = |st: &mut State| {
-            if src_gref {
-                if let Some(g) = st.doms.get_mut(&sd) {
-                    g.unpin(op.source.u as GrantRef, false);
-                }
-            }
+        let mut pins = PreparedCopy {
+            src_pin: src_gref.then_some((sd, op.source.u as GrantRef)),
+            dst_pin: None,
+            run: None,
         };
         let (dd, df) = match self.copy_side(caller, &op.dest, dst_gref, true) {
             Ok(d) => d,
             Err(e) => {
-                unpin_src(self);
+                self.finish_copy(caller, pins, 0);
                 return Err(e);
             }
         };
-        let pins = PreparedCopy {
-            src_pin: src_gref.then_some((sd, op.source.u as GrantRef)),
-            dst_pin: dst_gref.then_some((dd, op.dest.u as GrantRef)),
-            run: None,
-        };
+        pins.dst_pin = dst_gref.then_some((dd, op.dest.u as GrantRef));
         let in_bounds = op.source.offset as usize + op.len as usize <= PAGE_SIZE
             && op.dest.offset as usize + op.len as usize <= PAGE_SIZE;
         if !in_bounds {
