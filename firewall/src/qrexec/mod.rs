@@ -460,7 +460,7 @@ impl<P: Platform + Clone> Qrexec<P> {
         match found {
             Ok(Some(chan)) => {
                 let mut chan = chan;
-                if let Err(e) = write_session(&mut chan, &mut s.session) {
+                if let Err(e) = write_out(&mut chan, &mut s.session) {
                     log::warn!("qrexec: data vchan {dir}: {e}");
                 }
                 s.chan = Some(chan);
@@ -528,7 +528,7 @@ impl<P: Platform + Clone> Qrexec<P> {
         let Some(chan) = s.chan.as_mut() else {
             return true;
         };
-        match write_session(chan, &mut s.session) {
+        match write_out(chan, &mut s.session) {
             Ok(()) => {}
             Err(VchanError::PeerClosed) => return true,
             Err(e) => {
@@ -566,10 +566,35 @@ impl<P: Platform + Clone> Qrexec<P> {
     }
 }
 
-/// Write as much of the control output as fits.
+/// A protocol state machine with bytes waiting to go out: the control
+/// connection or one service session.
+trait Outbox {
+    fn output(&self) -> &[u8];
+    fn consume_output(&mut self, n: usize);
+}
+
+impl Outbox for Control {
+    fn output(&self) -> &[u8] {
+        Control::output(self)
+    }
+    fn consume_output(&mut self, n: usize) {
+        Control::consume_output(self, n)
+    }
+}
+
+impl Outbox for Session {
+    fn output(&self) -> &[u8] {
+        Session::output(self)
+    }
+    fn consume_output(&mut self, n: usize) {
+        Session::consume_output(self, n)
+    }
+}
+
+/// Write as much of `proto`'s output as fits in the vchan.
 fn write_out<P: Platform + Clone>(
     chan: &mut Vchan<P>,
-    proto: &mut Control,
+    proto: &mut impl Outbox,
 ) -> Result<(), VchanError> {
     while !proto.output().is_empty() {
         let n = chan.write(proto.output())?;
@@ -577,21 +602,6 @@ fn write_out<P: Platform + Clone>(
             break;
         }
         proto.consume_output(n);
-    }
-    Ok(())
-}
-
-/// Write as much of a session's output as fits.
-fn write_session<P: Platform + Clone>(
-    chan: &mut Vchan<P>,
-    session: &mut Session,
-) -> Result<(), VchanError> {
-    while !session.output().is_empty() {
-        let n = chan.write(session.output())?;
-        if n == 0 {
-            break;
-        }
-        session.consume_output(n);
     }
     Ok(())
 }
