@@ -52,8 +52,10 @@ fn handshake_writes_the_keys_and_posts_buffers() {
     // No multi-queue, no split channels.
     assert_eq!(b.front_key("multi-queue-num-queues"), None);
     assert_eq!(b.front_key("event-channel-tx"), None);
-    // Waiting for the backend to connect.
-    assert_eq!(h.status().link, Some(LinkState::Connecting));
+    // Waiting for the backend to connect. The frontend publishes its status
+    // after the xenstore writes the backend just saw, so wait for it.
+    let s = h.wait("link connecting", |s| s.link != Some(LinkState::Down));
+    assert_eq!(s.link, Some(LinkState::Connecting));
     b.connect();
     let s = h.wait_up(1);
     assert_eq!(s.mac, Some([0x00, 0x16, 0x3e, 0x5e, 0x6c, 0x00]));
