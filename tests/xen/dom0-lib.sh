@@ -119,7 +119,7 @@ xt_bridge() {
 # on_reboot, so the guest shows up as shut down with reason 1.) Under QEMU TCG the Debian
 # kernel triple-faults now and then in early boot (see README.md, "Reliability").
 xt_triple_faulted() {
-  local id; id=$(xt_domid "$1") && [ -n "$id" ] && xl dmesg | grep -q "d${id}v[0-9]* Triple fault"
+  local id; id=$(xt_domid "$1") && [ -n "$id" ] && xl dmesg | grep -qE "(^| )d${id}v[0-9]+ Triple fault"
 }
 
 # xt_guest_boot_test NAME CFG MARKER TIMEOUT_S [RETRIES]: the guest-boot check run-guest.sh uses.

@@ -9,7 +9,7 @@
 #                    [--no-build]
 #   --kernel    the firewall kernel (default dist/mirage-firewall/vmlinuz; `make vmlinuz`)
 #   --out       run directory (default $XEN_TCG_CACHE/runs/scenario-<date>)
-#   --timeout   wall-clock limit of the whole QEMU run (default 900)
+#   --timeout   wall-clock limit of the whole QEMU run (default 1200)
 #   --no-build  don't build qubesdb-dom0 or call build-image.sh first
 # Prints every "RESULT <check> OK|FAIL|INFO (...)" line, then "scenario: N passed, N failed"
 # (INFO: the Linux reference measurement, which does not fail the run).
@@ -19,7 +19,7 @@ set -euo pipefail
 . "$(dirname "$0")/common.sh"
 REPO=$(cd "$XT_DIR/../.." && pwd)
 
-KERNEL=$REPO/dist/mirage-firewall/vmlinuz OUT= TIMEOUT=900 ECHO=marks BUILD=1
+KERNEL=$REPO/dist/mirage-firewall/vmlinuz OUT= TIMEOUT=1200 ECHO=marks BUILD=1
 while [ $# -gt 0 ]; do
   case $1 in
     --kernel) KERNEL=$2; shift 2 ;;
