@@ -61,10 +61,10 @@ banner = printf '\n==== %s ====\n' "$(1)"
 HOSTFW_ARGS := -p firewall --no-default-features --features hostfw --bin hostfw
 HOSTFW_BIN := target/release/hostfw
 
-.PHONY: hostfw hostfw-test bench-hostfw help test deps fmt fmt-check clippy unit test-rust install-check vif-release bench bench-memory fuzz-smoke lab build doc clean vmlinuz vmlinuz-sha kernel-check xen-boot xen-test
+.PHONY: hostfw hostfw-test bench-hostfw help test deps fmt fmt-check clippy unit test-rust install-check xen-lib-check vif-release bench bench-memory fuzz-smoke lab build doc clean vmlinuz vmlinuz-sha kernel-check xen-boot xen-test
 
 help:
-	@echo "make test        deps fmt-check clippy unit install-check vif-release hostfw-test kernel-check fuzz-smoke"
+	@echo "make test        deps fmt-check clippy unit install-check xen-lib-check vif-release hostfw-test kernel-check fuzz-smoke"
 	@echo "make lab         cargo run --release --bin lab"
 	@echo "make deps        install missing Debian packages (as root), else say which"
 	@echo "make fmt-check   cargo fmt --check (workspace and fuzz/)"
@@ -80,6 +80,7 @@ help:
 	@echo "make bench       the netfront -> netback and whole-firewall benchmarks on xen::sim"
 	@echo "make bench-memory the firewall's heap with 50 clients and 20,000 flows vs a 32 MiB VM (xen::sim)"
 	@echo "make install-check the dom0 install script: dry runs checked (tests/install), shellcheck if installed"
+	@echo "make xen-lib-check the xen-test scenario's recovery rules against stubs of xl (no Xen, seconds)"
 	@echo "make hostfw-test the hostfw real-peer tests: Linux namespaces, iperf3, dnsmasq, tcpdump through hostfw (root)"
 	@echo "make bench-hostfw iperf3 through hostfw and through Linux forwarding + nftables; CSV and PNG in docs/perf/"
 	@echo "make fuzz-smoke  every fuzz target for $(FUZZ_SECONDS)s (installs cargo-fuzz if missing)"
@@ -87,7 +88,7 @@ help:
 	@echo "make doc         cargo doc --workspace --no-deps with warnings as errors"
 	@echo "make clean       cargo clean (workspace and fuzz/)"
 
-test: deps fmt-check clippy unit install-check vif-release hostfw-test kernel-check fuzz-smoke
+test: deps fmt-check clippy unit install-check xen-lib-check vif-release hostfw-test kernel-check fuzz-smoke
 	@$(call banner,make test: all passed)
 
 deps:
@@ -177,6 +178,12 @@ bench-memory: vmlinuz
 # The dom0 install script (docs/install-dom0.sh), run with --dry-run on a
 # fake kernel: printed commands, argument errors, SHA-256 checks. shellcheck
 # runs too when it is installed (it is not required).
+# The scenario's decisions (when a Linux client that triple-faulted under TCG
+# is re-created, when a probe wait fails) on the host, with xl stubbed.
+xen-lib-check:
+	@$(call banner,xen-lib-check: tests/xen/scenario-lib.sh against stubs)
+	tests/xen/scenario-lib-test.sh
+
 install-check:
 	@$(call banner,install-check: docs/install-dom0.sh dry runs)
 	tests/install/dry-run.sh docs/install-dom0.sh

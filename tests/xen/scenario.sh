@@ -54,6 +54,7 @@ cp "$KERNEL" "$OUT/files/vmlinuz"
 cp "$QDB_BIN" "$OUT/files/qubesdb-dom0"
 cp "$XT_DIR/dom0-lib.sh" "$OUT/dom0-lib.sh"
 cp "$XT_DIR/scenario-run.sh" "$OUT/run.sh"
+cp "$XT_DIR/scenario-lib.sh" "$OUT/scenario-lib.sh"
 
 # ---------------------------------------------------------------- addresses (Qubes-style)
 UPLINK_IP=10.137.0.2      # the firewall's /qubes-ip (what sys-net sees)
