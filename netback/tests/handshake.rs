@@ -194,7 +194,7 @@ fn frontend_domain_destroyed() {
     let spec = f.spec.clone();
     drop(f);
     host.destroy_domain(id.domid);
-    bk.pump_until("backend dir removed", Duration::from_secs(5), |b| {
+    bk.pump_until("backend dir removed", TIMEOUT, |b| {
         b.nb.vif(id).is_none() && b.read(&bdir(id)).is_none()
     });
     assert!(bk.events.contains(&NetbackEvent::Disconnected(id)));
@@ -277,9 +277,7 @@ fn toolstack_force_removal() {
         let _ = xs.rm(&f.spec.backend_dir());
         let _ = xs.rm(&f.spec.frontend_dir());
     });
-    bk.pump_until("vif forgotten", Duration::from_secs(5), |b| {
-        b.nb.vif(id).is_none()
-    });
+    bk.pump_until("vif forgotten", TIMEOUT, |b| b.nb.vif(id).is_none());
     assert!(bk.events.contains(&NetbackEvent::Disconnected(id)));
     assert!(bk.read(&bdir(id)).is_none());
 }
@@ -407,11 +405,16 @@ fn unusable_toolstack_keys_are_refused_and_removable() {
     // The toolstack's frontend-id disagrees with the directory.
     host.with_xenstore(|xs| xs.write(&format!("{}/frontend-id", spec.backend_dir()), b"77"))
         .unwrap();
-    bk.pump_for(Duration::from_millis(50));
     let id = VifId {
         domid: dom.domid(),
         devid: 0,
     };
+    // The change reaches us through dom0's service thread: wait for the
+    // warning, then pump a while longer to see that no second one comes.
+    bk.pump_until("the warning", TIMEOUT, |_| {
+        !warns(&format!("vif {id}:")).is_empty()
+    });
+    bk.pump_for(Duration::from_millis(50));
     assert_eq!(warns(&format!("vif {id}:")).len(), 1);
     assert!(!bk.is_connected(id));
     detach(&host, &mut bk, None, &spec, false).unwrap();
@@ -459,7 +462,8 @@ fn stop_closes_every_vif_and_drops_the_watches() {
     };
     assert!(bk.nb.vif(late).is_none());
     bk.nb.start(&mut bk.xs).unwrap();
-    bk.pump_for(Duration::from_millis(50));
-    assert!(bk.nb.vif(late).is_some());
+    // Found through the new watch's first event (delivered by dom0's
+    // service thread, at its own pace).
+    bk.pump_until("the late vif", TIMEOUT, |b| b.nb.vif(late).is_some());
     assert!(all_warns().is_empty(), "{:?}", all_warns());
 }

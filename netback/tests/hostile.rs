@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use netback::{Features, NetbackConfig};
 use proptest::prelude::*;
@@ -47,9 +45,7 @@ fn hostile(cfg: NetbackConfig, expect: &str, act: impl FnOnce(&mut Backend, &mut
     still_works(&mut bk, &mut good);
     act(&mut bk, &mut bad);
     let id = bad.id;
-    bk.pump_until("bad vif disconnected", Duration::from_secs(5), |b| {
-        !b.is_connected(id)
-    });
+    bk.pump_until("bad vif disconnected", TIMEOUT, |b| !b.is_connected(id));
     bad.wait_backend(&mut bk, XenbusState::Closed);
     let prefix = format!("vif {}.{}:", id.domid, id.devid);
     let w = warns(&prefix);
@@ -265,7 +261,7 @@ fn rx_bad_grant_ref() {
             for i in 0..64 {
                 bk.send(id, &raw_frame(100, i), Checksum::Unverified, None);
             }
-            bk.pump_until("64 delivered", Duration::from_secs(5), |b| {
+            bk.pump_until("64 delivered", TIMEOUT, |b| {
                 b.nb.stats(id).unwrap().rx_frames == 64
             });
             let idx = f.rx.as_ref().unwrap().req_prod_pvt();
@@ -286,7 +282,7 @@ fn rx_read_only_grant() {
         for i in 0..64 {
             bk.send(id, &raw_frame(100, i), Checksum::Unverified, None);
         }
-        bk.pump_until("64 delivered", Duration::from_secs(5), |b| {
+        bk.pump_until("64 delivered", TIMEOUT, |b| {
             b.nb.stats(id).unwrap().rx_frames == 64
         });
         let ro = f.valid_gref();
@@ -541,9 +537,7 @@ fn randomized_hostile_frontend() {
             // The client dies; everything of it goes.
             drop(f);
             host.destroy_domain(id.domid);
-            bk.pump_until("dead client forgotten", Duration::from_secs(5), |b| {
-                b.nb.vif(id).is_none()
-            });
+            bk.pump_until("dead client forgotten", TIMEOUT, |b| b.nb.vif(id).is_none());
             still_works(&mut bk, &mut good);
             bk.got.clear();
             bk.step();

@@ -5,7 +5,7 @@
 //! handshake and calls `qubes.WaitForSession`, `qubes.SetDateTime` and a
 //! service the firewall does not provide.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use firewall::lab::fwvm::FirewallVm;
 use firewall::lab::topology::{ClientSpec, Lab, LabConfig};
@@ -69,15 +69,22 @@ fn poweroff_closes_the_drivers_and_ends_the_loop() {
 
     // A request we do not handle: logged, not acknowledged, loop goes on.
     write_key(&lab.host, &format!("{home}/control/shutdown"), "suspend");
+    // The watch event reaches the firewall through dom0's service thread,
+    // at its own pace: wait for the firewall's answer (the warning), then
+    // give it time and more turns to misbehave (acknowledge, stop).
+    let end = Instant::now() + T;
+    while logcap::warnings_containing("ignoring request \"suspend\"").is_empty() {
+        assert!(Instant::now() < end, "no warning about the suspend request");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     std::thread::sleep(Duration::from_millis(300));
+    let turns = lab.snapshot().turns;
+    assert!(lab.wait_fw(T, |s| s.turns > turns));
     assert!(!lab.fw.as_ref().unwrap().ended());
     assert_eq!(
         read_key(&lab.host, &format!("{home}/control/shutdown")).as_deref(),
         Some("suspend")
     );
-    assert!(!logcap::warnings_containing("ignoring request \"suspend\"").is_empty());
-    let turns = lab.snapshot().turns;
-    assert!(lab.wait_fw(T, |s| s.turns > turns));
 
     // Poweroff, as `xl shutdown` / `qvm-shutdown` writes it.
     write_key(&lab.host, &format!("{home}/control/shutdown"), "poweroff");
@@ -100,7 +107,8 @@ fn poweroff_closes_the_drivers_and_ends_the_loop() {
     // sys-net restart): it is no longer Connected.
     let client_fe = format!("/local/domain/{client}/device/vif/0/state");
     let mut ok = false;
-    for _ in 0..400 {
+    let end = Instant::now() + T;
+    while Instant::now() < end {
         if read_key(&lab.host, &client_fe).as_deref() != Some("4") {
             ok = true;
             break;

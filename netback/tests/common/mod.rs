@@ -27,6 +27,11 @@ use xen::store::Xenstore;
 use xen::xenbus::{self, XenbusState};
 use xen::{GuestMemory, Hypervisor};
 
+/// How long a test waits for anything. Generous: a wait returns as soon
+/// as its condition holds, and a loaded CI machine can stall the
+/// simulator's threads for seconds.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
 // ---------------------------------------------------------------------------
 // Log capture: warnings per test thread.
 
@@ -526,9 +531,7 @@ impl Front {
         self.publish(&[]);
         self.wait_backend(bk, XenbusState::Connected);
         let id = self.id;
-        bk.pump_until("Connected event", Duration::from_secs(5), |b| {
-            b.is_connected(id)
-        });
+        bk.pump_until("Connected event", TIMEOUT, |b| b.is_connected(id));
         self.post_rx(rx);
     }
 
@@ -538,11 +541,9 @@ impl Front {
             "{}/state",
             netback::backend_dir(self.id.domid, self.id.devid)
         );
-        bk.pump_until(
-            &format!("backend state {}", s.name()),
-            Duration::from_secs(5),
-            |b| b.read(&path).as_deref() == Some(s.as_value()),
-        );
+        bk.pump_until(&format!("backend state {}", s.name()), TIMEOUT, |b| {
+            b.read(&path).as_deref() == Some(s.as_value())
+        });
     }
 
     /// As Linux netfront: on backend Closing/Closed, close too.
@@ -800,7 +801,7 @@ impl Front {
 
     /// Pump `bk` until this frontend received `n` packets in all.
     pub fn pump_rx(&mut self, bk: &mut Backend, n: usize) {
-        let end = Instant::now() + Duration::from_secs(10);
+        let end = Instant::now() + TIMEOUT;
         while self.received.len() < n {
             bk.step();
             self.take_rx();
@@ -814,7 +815,7 @@ impl Front {
 
     /// Pump `bk` until this frontend has `n` tx responses in all.
     pub fn pump_tx_responses(&mut self, bk: &mut Backend, n: usize) {
-        let end = Instant::now() + Duration::from_secs(10);
+        let end = Instant::now() + TIMEOUT;
         while self.tx_responses.len() < n {
             bk.step();
             self.take_tx_responses();

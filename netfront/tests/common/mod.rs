@@ -43,15 +43,18 @@ fn hot<R>(f: impl FnOnce() -> R) -> R {
     r
 }
 
-/// How long a test waits for anything.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a test waits for anything. Generous: a wait returns as soon
+/// as its condition holds, and a loaded CI machine can stall a thread for
+/// seconds.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Pages in the firewall's packet pool.
 pub const POOL_PAGES: usize = 700;
 
 // ---- log capture -------------------------------------------------------
 
 struct Capture {
-    records: Mutex<Vec<(String, log::Level, String)>>,
+    /// Thread name, level, when it was logged, line.
+    records: Mutex<Vec<(String, log::Level, Instant, String)>>,
 }
 
 impl log::Log for Capture {
@@ -62,6 +65,7 @@ impl log::Log for Capture {
         if !self.enabled(r.metadata()) {
             return;
         }
+        let at = Instant::now();
         let thread = std::thread::current().name().unwrap_or("?").to_string();
         let line = format!("{}", r.args());
         if std::env::var_os("NETFRONT_TEST_LOG").is_some() {
@@ -70,7 +74,7 @@ impl log::Log for Capture {
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push((thread, r.level(), line));
+            .push((thread, r.level(), at, line));
     }
     fn flush(&self) {}
 }
@@ -90,13 +94,19 @@ pub fn init_log() {
 
 /// Warn lines logged by thread `thread`.
 pub fn warnings(thread: &str) -> Vec<String> {
+    warnings_timed(thread).into_iter().map(|(_, m)| m).collect()
+}
+
+/// Warn lines logged by thread `thread`, with when each was logged (for
+/// timing checks that must not depend on when the test thread looked).
+pub fn warnings_timed(thread: &str) -> Vec<(Instant, String)> {
     CAPTURE
         .records
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .filter(|(t, l, _)| t == thread && *l == log::Level::Warn)
-        .map(|(_, _, m)| m.clone())
+        .filter(|(t, l, _, _)| t == thread && *l == log::Level::Warn)
+        .map(|(_, _, at, m)| (*at, m.clone()))
         .collect()
 }
 
@@ -296,6 +306,11 @@ impl Harness {
     /// Warn lines of the firewall thread.
     pub fn warnings(&self) -> Vec<String> {
         warnings(&self.thread)
+    }
+
+    /// Warn lines of the firewall thread, with when each was logged.
+    pub fn warnings_timed(&self) -> Vec<(Instant, String)> {
+        warnings_timed(&self.thread)
     }
 
     /// Stop the firewall loop (netfront stops cleanly) and report. The

@@ -281,14 +281,22 @@ impl SimHost {
     }
 
     /// Everything domain `d` wrote to its PV console so far.
+    ///
+    /// The console ring is drained here, under the service lock, rather
+    /// than left to the service thread: a write the domain finished before
+    /// this call is in the result even if the service thread has not run
+    /// since (a kick only schedules it).
     pub fn console_output(&self, d: DomId) -> Vec<u8> {
-        self.shared.kick();
-        self.shared
-            .lock()
-            .consoles
-            .get(&d)
-            .map(|c| c.log.clone())
-            .unwrap_or_default()
+        let mut guard = self.shared.lock();
+        let svc = &mut *guard;
+        let Some(cc) = svc.consoles.get_mut(&d) else {
+            return Vec::new();
+        };
+        let name = svc.names.get(&d).map(String::as_str).unwrap_or("?");
+        if serve_console(cc, name) {
+            let _ = self.shared.ev.send(cc.port);
+        }
+        cc.log.clone()
     }
 
     /// Run `f` on xenstored as dom0's tools do (direct access, no ring):
