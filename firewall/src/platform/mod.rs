@@ -50,7 +50,7 @@ use xen::store::Xenstore;
 use xen::Platform;
 
 use crate::engine::{
-    ClientConfig, ClientId, Engine, EngineConfig, Family, Iface, Output, UplinkConfig,
+    AddressMap, ClientConfig, ClientId, Engine, EngineConfig, Family, Iface, Output, UplinkConfig,
 };
 use crate::kernelopts::{KernelOpts, NetOverride};
 use crate::qrexec::{Qrexec, QrexecConfig};
@@ -748,12 +748,61 @@ impl<P: Platform + Clone> Firewall<P> {
                     vif.domid,
                     vif.devid
                 );
+                self.apply_address_map(id, ip);
                 self.load_rules(IpAddr::V4(ip));
                 if let Some(v6) = ip6 {
                     self.load_rules(IpAddr::V6(v6));
                 }
             }
             Err(e) => log::warn!("client dom{}: {e}; ignored", vif.domid),
+        }
+    }
+
+    /// Give every attached client its `net.fake-ip` mapping from
+    /// QubesDB (`/mapped-ip/...` changed).
+    fn apply_address_maps(&mut self) {
+        for i in 0..self.attached.len() {
+            let (id, ip) = (self.attached[i].id, self.attached[i].ip);
+            self.apply_address_map(id, ip);
+        }
+    }
+
+    /// Give one client its `net.fake-ip` mapping: `/mapped-ip/<ip>/...`.
+    /// A value that does not parse blocks the client (fail closed) until
+    /// dom0 writes a valid one or removes it.
+    fn apply_address_map(&mut self, id: ClientId, ip: Ipv4Addr) {
+        let list = self.qdb_client().map(|c| c.client_list());
+        let gateway = self
+            .engine
+            .client_config(id)
+            .map_or(Ipv4Addr::UNSPECIFIED, |c| c.gateway);
+        let map = match list.as_ref().map(|l| l.mapping(ip)) {
+            None | Some(Ok(None)) => AddressMap::Identity,
+            Some(Ok(Some(m))) => match m.visible_ip {
+                None => AddressMap::Identity,
+                Some(v) if v == ip => AddressMap::Identity,
+                Some(visible_ip) => AddressMap::Mapped {
+                    visible_ip,
+                    visible_gateway: m.visible_gateway.unwrap_or(gateway),
+                },
+            },
+            Some(Err(_)) => AddressMap::Invalid,
+        };
+        if !self.engine.set_address_map(id, map) {
+            return;
+        }
+        match map {
+            AddressMap::Identity => log::info!("client {ip}: no address mapping (net.fake-ip)"),
+            AddressMap::Mapped {
+                visible_ip,
+                visible_gateway,
+            } => log::info!(
+                "client {ip}: seen by itself as {visible_ip}, gateway {visible_gateway} (net.fake-ip)"
+            ),
+            AddressMap::Invalid => log::error!(
+                "client {ip}: /mapped-ip/{ip}/: {}; all its traffic blocked until fixed",
+                qubesdb::InvalidMapping
+            ),
         }
     }
 
@@ -815,7 +864,7 @@ impl<P: Platform + Clone> Firewall<P> {
                 QdbEvent::RulesCommitted { client } | QdbEvent::ClientRemoved { client } => {
                     self.load_rules(client)
                 }
-                QdbEvent::ClientsChanged => {}
+                QdbEvent::ClientsChanged => self.apply_address_maps(),
                 QdbEvent::WriteFailed { path } => log::warn!("QubesDB: write of {path} failed"),
                 QdbEvent::Rejected(e) => log::warn!("QubesDB: {e}"),
                 QdbEvent::Watch(_) => {}
