@@ -547,7 +547,13 @@ mod tests {
             ("/mapped-ip/10.137.0.10/visible-ip", ""),
             ("/mapped-ip/bogus/visible-ip", "192.168.0.1"),
         ]));
-        for bad in ["10.137.0.5", "10.137.0.6", "10.137.0.7", "10.137.0.9", "10.137.0.10"] {
+        for bad in [
+            "10.137.0.5",
+            "10.137.0.6",
+            "10.137.0.7",
+            "10.137.0.9",
+            "10.137.0.10",
+        ] {
             assert_eq!(l.mapping(ip(bad)), Err(InvalidMapping), "{bad}");
         }
         assert_eq!(

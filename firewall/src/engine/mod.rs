@@ -435,9 +435,7 @@ impl Engine {
             return false;
         };
         let map = match map {
-            AddressMap::Mapped { visible_ip, .. } if visible_ip == c.cfg.ip => {
-                AddressMap::Identity
-            }
+            AddressMap::Mapped { visible_ip, .. } if visible_ip == c.cfg.ip => AddressMap::Identity,
             m => m,
         };
         if c.map == map {

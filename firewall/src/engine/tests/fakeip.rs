@@ -81,7 +81,11 @@ fn tcp_and_udp_are_rewritten_both_ways_with_valid_checksums() {
         assert_eq!(out.len(), 1, "{:?}", b.e.stats());
         let (to, g) = &out[0];
         assert_eq!(*to, Iface::Client(b.vm));
-        assert_eq!(&g[30..34], &VIS_IP.octets(), "destination is the visible IP");
+        assert_eq!(
+            &g[30..34],
+            &VIS_IP.octets(),
+            "destination is the visible IP"
+        );
         assert_eq!(u16::from_be_bytes([g[36], g[37]]), 40000);
         assert_checksums(g);
     }
@@ -184,17 +188,7 @@ fn icmp_errors_from_the_uplink_reach_the_visible_address() {
     let mut b = mapped(ALLOW_ALL);
     let f = out_on_uplink(&mut b, &from_vm(VIS_IP, 6, 41000, 80, 0x02));
     let nat = u16::from_be_bytes([f[34], f[35]]);
-    let sent = l4_frame(
-        FW_UP_MAC,
-        GW_MAC,
-        v4(UP_IP),
-        v4(NET),
-        6,
-        nat,
-        80,
-        0x02,
-        b"",
-    );
+    let sent = l4_frame(FW_UP_MAC, GW_MAC, v4(UP_IP), v4(NET), 6, nat, 80, 0x02, b"");
     let quote = &sent[14..14 + 28];
     let mut f = vec![0u8; 14 + 20 + 8 + quote.len()];
     f[0..6].copy_from_slice(&FW_UP_MAC);
@@ -240,7 +234,11 @@ fn rules_of_the_real_address_apply_and_errors_come_from_the_visible_gateway() {
     assert_eq!((f[34], f[35]), (3, 13), "admin prohibited");
     assert_eq!(&f[26..30], &VIS_GW.octets(), "from the visible gateway");
     assert_eq!(&f[30..34], &VIS_IP.octets(), "to the visible address");
-    assert_eq!(&f[42 + 12..42 + 16], &VIS_IP.octets(), "quoting what it sent");
+    assert_eq!(
+        &f[42 + 12..42 + 16],
+        &VIS_IP.octets(),
+        "quoting what it sent"
+    );
     assert_checksums(f);
     assert_eq!(b.e.stats().drops_for(Drop::Rejected), 1);
     let f = out_on_uplink(&mut b, &from_vm(VIS_IP, 17, 1, 53, 0));
