@@ -776,18 +776,7 @@ impl<P: Platform + Clone> Firewall<P> {
             .engine
             .client_config(id)
             .map_or(Ipv4Addr::UNSPECIFIED, |c| c.gateway);
-        let map = match list.as_ref().map(|l| l.mapping(ip)) {
-            None | Some(Ok(None)) => AddressMap::Identity,
-            Some(Ok(Some(m))) => match m.visible_ip {
-                None => AddressMap::Identity,
-                Some(v) if v == ip => AddressMap::Identity,
-                Some(visible_ip) => AddressMap::Mapped {
-                    visible_ip,
-                    visible_gateway: m.visible_gateway.unwrap_or(gateway),
-                },
-            },
-            Some(Err(_)) => AddressMap::Invalid,
-        };
+        let map = list.map_or(AddressMap::Identity, |l| address_map(&l, ip, gateway));
         if !self.engine.set_address_map(id, map) {
             return;
         }
@@ -937,6 +926,24 @@ impl<P: Platform + Clone> Firewall<P> {
     }
 }
 
+/// The `net.fake-ip` mapping QubesDB gives the client whose real address
+/// is `real` and whose gateway is otherwise `gateway`: none without a
+/// `visible-ip` or with one equal to `real`; `visible-gateway` defaults to
+/// `gateway`; a value that does not parse is [`AddressMap::Invalid`].
+pub fn address_map(list: &qubesdb::ClientList, real: Ipv4Addr, gateway: Ipv4Addr) -> AddressMap {
+    match list.mapping(real) {
+        Err(qubesdb::InvalidMapping) => AddressMap::Invalid,
+        Ok(None) => AddressMap::Identity,
+        Ok(Some(m)) => match m.visible_ip {
+            Some(visible_ip) if visible_ip != real => AddressMap::Mapped {
+                visible_ip,
+                visible_gateway: m.visible_gateway.unwrap_or(gateway),
+            },
+            _ => AddressMap::Identity,
+        },
+    }
+}
+
 /// Say which shutdown requests we handle (Qubes' libxl refuses the others
 /// up front) and watch for them. Failures are logged, not fatal: the
 /// firewall forwards all the same, only `qvm-shutdown` would not be clean.
@@ -988,6 +995,56 @@ mod tests {
         assert_eq!(Stop::Poweroff.shutdown_reason(), Some(0));
         assert_eq!(Stop::Reboot.shutdown_reason(), Some(1));
         assert_eq!(Stop::Caller.shutdown_reason(), None);
+    }
+
+    #[test]
+    fn address_maps_from_qubesdb() {
+        let real = Ipv4Addr::new(10, 137, 0, 5);
+        let gw = Ipv4Addr::new(10, 137, 0, 1);
+        let map = |entries: &[(&str, &str)]| {
+            let mut db = qubesdb::db::Db::new();
+            for (k, v) in entries {
+                db.write(k, v.as_bytes()).unwrap();
+            }
+            address_map(&qubesdb::ClientList::from_db(&db), real, gw)
+        };
+        const IP: &str = "/mapped-ip/10.137.0.5/visible-ip";
+        const GW: &str = "/mapped-ip/10.137.0.5/visible-gateway";
+        assert_eq!(map(&[]), AddressMap::Identity);
+        assert_eq!(
+            map(&[(IP, "10.137.0.5"), (GW, "10.137.0.1")]),
+            AddressMap::Identity
+        );
+        assert_eq!(map(&[(GW, "192.168.1.1")]), AddressMap::Identity);
+        assert_eq!(
+            map(&[(IP, "192.168.1.5"), (GW, "192.168.1.1")]),
+            AddressMap::Mapped {
+                visible_ip: Ipv4Addr::new(192, 168, 1, 5),
+                visible_gateway: Ipv4Addr::new(192, 168, 1, 1),
+            }
+        );
+        assert_eq!(
+            map(&[(IP, "192.168.1.5")]),
+            AddressMap::Mapped {
+                visible_ip: Ipv4Addr::new(192, 168, 1, 5),
+                visible_gateway: gw,
+            }
+        );
+        // Another client's mapping is not ours.
+        assert_eq!(
+            map(&[("/mapped-ip/10.137.0.6/visible-ip", "192.168.1.6")]),
+            AddressMap::Identity
+        );
+        for bad in [
+            &[(IP, "192.168.1.256"), (GW, "192.168.1.1")][..],
+            &[(IP, "192.168.1.5"), (GW, "gateway")],
+            &[(IP, "")],
+            &[(IP, "fd09::5")],
+            &[(IP, "192.168.1.5 ")],
+            &[(GW, "1.2.3")],
+        ] {
+            assert_eq!(map(bad), AddressMap::Invalid, "{bad:?}");
+        }
     }
 
     #[test]

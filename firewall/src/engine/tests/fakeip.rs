@@ -360,3 +360,61 @@ fn ipv6_of_a_mapped_client_is_unchanged() {
     assert_eq!(&g[22..38], &UP_IP6.octets());
     assert_checksums(&g);
 }
+
+#[test]
+fn gso_super_packets_from_the_visible_address_segment_with_valid_checksums() {
+    let mut b = mapped(ALLOW_ALL);
+    let f = out_on_uplink(&mut b, &from_vm(VIS_IP, 6, 42000, 80, 0x02));
+    let nat = u16::from_be_bytes([f[34], f[35]]);
+    let synack = l4_frame(GW_MAC, FW_UP_MAC, v4(NET), v4(UP_IP), 6, 80, nat, 0x12, b"");
+    assert_eq!(b.send(Iface::Uplink, &synack).len(), 1);
+    // A 6000-byte TCP super-packet with a partial checksum, as a Linux
+    // client with TSO sends it.
+    let payload: Vec<u8> = (0..6000u32).map(|i| (i * 7) as u8).collect();
+    let mut g = l4_frame(
+        VM_MAC,
+        CLIENT_SIDE_MAC,
+        v4(VIS_IP),
+        v4(NET),
+        6,
+        42000,
+        80,
+        0x18,
+        &payload,
+    );
+    let h = parse_bytes(&g).unwrap();
+    let ps = pseudo_v4(&VIS_IP.octets(), &NET.octets(), 6, h.l4_len() as u16);
+    let partial = xen::frame::offload::fold(ps);
+    g[h.l4_offset + 16..h.l4_offset + 18].copy_from_slice(&partial.to_be_bytes());
+    let mut f = Frame::from_bytes(&mut b.pool, &g).unwrap();
+    f.csum = Checksum::Partial;
+    f.gso = Some(xen::frame::Gso {
+        kind: xen::frame::GsoType::TcpV4,
+        mss: 1448,
+    });
+    let mut out = Out::default();
+    b.now += 1_000_000;
+    b.e.handle(b.now, Iface::Client(b.vm), f, &mut b.pool, &mut out);
+    assert_eq!(out.0.len(), 1, "{:?}", b.e.stats());
+    let (to, sent) = out.0.pop().unwrap();
+    assert_eq!(to, Iface::Uplink);
+    assert_eq!(sent.len(), g.len(), "kept whole");
+    assert!(sent.gso.is_some());
+    let mut segs = Vec::new();
+    let n =
+        xen::frame::offload::segment_to_frames(&mut b.pool, &sent, false, &mut |s| segs.push(s))
+            .unwrap();
+    assert_eq!(n, 5);
+    let mut got = Vec::new();
+    for s in segs {
+        let bytes = s.to_vec(&b.pool);
+        s.free(&mut b.pool);
+        assert_eq!(&bytes[26..30], &UP_IP.octets());
+        assert_eq!(u16::from_be_bytes([bytes[34], bytes[35]]), nat);
+        assert_checksums(&bytes);
+        let h = parse_bytes(&bytes).unwrap();
+        got.extend_from_slice(&bytes[h.payload_offset..h.l4_end]);
+    }
+    sent.free(&mut b.pool);
+    assert_eq!(got, payload);
+}
