@@ -2,7 +2,7 @@
 //! arbitrary frames, each from the uplink or from one of two clients,
 //! through `Engine::handle`, with timers run in between. The engine is set
 //! up as in production (uplink configured and resolved, two clients with
-//! allow-all rules), so well-formed prefixes reach NAT and connection
+//! allow-all rules, the second with a `net.fake-ip` mapping), so well-formed prefixes reach NAT and connection
 //! tracking. Nothing may panic, every frame the engine emits is at least
 //! an Ethernet header, and every pool page comes back.
 //!
@@ -15,7 +15,7 @@ use std::cell::RefCell;
 use std::net::{IpAddr, Ipv4Addr};
 
 use firewall::engine::{
-    ClientConfig, ClientId, Engine, EngineConfig, Family, Iface, Output, UplinkConfig,
+    AddressMap, ClientConfig, ClientId, Engine, EngineConfig, Family, Iface, Output, UplinkConfig,
     CLIENT_SIDE_MAC,
 };
 use libfuzzer_sys::fuzz_target;
@@ -84,6 +84,15 @@ fn bed() -> Bed {
         .expect("rules");
         engine.set_rules(*c, Family::V4, rules);
     }
+    // The second client has a net.fake-ip mapping, so the visible-address
+    // rewrites are exercised too.
+    engine.set_address_map(
+        clients[1],
+        AddressMap::Mapped {
+            visible_ip: Ipv4Addr::new(192, 168, 7, 11),
+            visible_gateway: Ipv4Addr::new(192, 168, 7, 1),
+        },
+    );
     Bed {
         pool,
         engine,

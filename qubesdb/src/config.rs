@@ -199,6 +199,17 @@ pub struct MappedIp {
     pub visible_gateway: Option<Ipv4Addr>,
 }
 
+/// A client's `/mapped-ip/<real ip>/visible-ip` or `visible-gateway` is
+/// not an IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InvalidMapping;
+
+impl core::fmt::Display for InvalidMapping {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("visible-ip or visible-gateway is not an IPv4 address")
+    }
+}
+
 /// Which clients dom0 says are connected to us (see the module doc).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientList {
@@ -211,6 +222,10 @@ pub struct ClientList {
     /// Keys that were present but did not parse (whole key, or a
     /// `/mapped-ip/` entry of an unexpected shape).
     pub invalid: Vec<String>,
+    /// Real IPs whose `visible-ip` or `visible-gateway` is present but
+    /// not an IPv4 address (so the firewall can block that client rather
+    /// than guess; the key is also in `invalid`).
+    pub invalid_mapped: Vec<Ipv4Addr>,
 }
 
 impl ClientList {
@@ -242,7 +257,7 @@ impl ClientList {
         let Some((real, field)) = rest.split_once('/') else {
             return false;
         };
-        let (Some(real), Some(addr)) = (parse_ipv4(real.as_bytes()), parse_ipv4(value)) else {
+        let Some(real) = parse_ipv4(real.as_bytes()) else {
             return false;
         };
         let set: fn(&mut MappedIp, Ipv4Addr) = match field {
@@ -250,8 +265,24 @@ impl ClientList {
             "visible-gateway" => |m, a| m.visible_gateway = Some(a),
             _ => return false,
         };
+        let Some(addr) = parse_ipv4(value) else {
+            if !self.invalid_mapped.contains(&real) {
+                self.invalid_mapped.push(real);
+            }
+            return false;
+        };
         set(self.mapped.entry(real).or_default(), addr);
         true
+    }
+
+    /// The `net.fake-ip` mapping of the client whose real address is
+    /// `real`: `Ok(None)` without entries, `Err(InvalidMapping)` if one
+    /// of its values does not parse (whatever the other says).
+    pub fn mapping(&self, real: Ipv4Addr) -> Result<Option<MappedIp>, InvalidMapping> {
+        if self.invalid_mapped.contains(&real) {
+            return Err(InvalidMapping);
+        }
+        Ok(self.mapped.get(&real).copied())
     }
 
     /// Whether `ip` is in `/connected-ips`.
@@ -501,6 +532,42 @@ mod tests {
                 "/mapped-ip/nothere/visible-ip"
             ]
         );
+    }
+
+    #[test]
+    fn mapped_ip_values_that_do_not_parse_mark_the_client() {
+        let l = ClientList::from_db(&db(&[
+            ("/mapped-ip/10.137.0.5/visible-ip", "10.137.0.500"),
+            ("/mapped-ip/10.137.0.5/visible-gateway", "10.137.0.1"),
+            ("/mapped-ip/10.137.0.6/visible-ip", "192.168.0.6"),
+            ("/mapped-ip/10.137.0.6/visible-gateway", "fe80::1"),
+            ("/mapped-ip/10.137.0.7/visible-ip", " 192.168.0.7"),
+            ("/mapped-ip/10.137.0.8/visible-ip", "192.168.0.8"),
+            ("/mapped-ip/10.137.0.9/visible-gateway", "\u{ff}"),
+            ("/mapped-ip/10.137.0.10/visible-ip", ""),
+            ("/mapped-ip/bogus/visible-ip", "192.168.0.1"),
+        ]));
+        for bad in [
+            "10.137.0.5",
+            "10.137.0.6",
+            "10.137.0.7",
+            "10.137.0.9",
+            "10.137.0.10",
+        ] {
+            assert_eq!(l.mapping(ip(bad)), Err(InvalidMapping), "{bad}");
+        }
+        assert_eq!(
+            l.mapping(ip("10.137.0.8")),
+            Ok(Some(MappedIp {
+                visible_ip: Some(ip("192.168.0.8")),
+                visible_gateway: None,
+            }))
+        );
+        assert_eq!(l.mapping(ip("10.137.0.11")), Ok(None));
+        assert_eq!(l.invalid.len(), 6);
+        // Unknown fields are recorded, but do not mark the client.
+        let l = ClientList::from_db(&db(&[("/mapped-ip/10.137.0.5/other", "x")]));
+        assert_eq!(l.mapping(ip("10.137.0.5")), Ok(None));
     }
 
     #[test]

@@ -57,7 +57,7 @@ mod session_tests;
 mod sim_tests;
 
 pub use client::{Client, Event, Phase, Stats, WatchId};
-pub use config::{ClientList, MappedIp, NetConfig, Uplink};
+pub use config::{ClientList, InvalidMapping, MappedIp, NetConfig, Uplink};
 pub use daemon::{Daemon, DaemonStats};
 pub use db::Db;
 pub use error::{QdbError, WireError};

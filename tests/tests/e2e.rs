@@ -371,3 +371,65 @@ fn rule_reload_is_atomic_under_concurrent_traffic() {
     assert_eq!(lab.snapshot().engine.drops_for(Drop::Malformed), 0);
     lab.stop().unwrap();
 }
+
+#[test]
+fn fake_ip_client_reaches_the_internet_by_its_visible_address_under_its_real_rules() {
+    // Qubes' net.fake-ip: dom0 writes /mapped-ip/10.137.0.40/... before
+    // the vif appears; the AppVM is configured as 192.168.7.40 behind
+    // 192.168.7.1. Its rules are keyed by the real address.
+    let real = Ipv4Addr::new(10, 137, 0, 40);
+    let (vis, vis_gw) = (
+        Ipv4Addr::new(192, 168, 7, 40),
+        Ipv4Addr::new(192, 168, 7, 1),
+    );
+    let lab = lab(vec![ClientSpec::new(
+        "fake",
+        40,
+        &[
+            "action=accept dst4=198.51.100.0/24 proto=tcp dstports=80-80",
+            "action=accept specialtarget=dns",
+            "action=accept proto=icmp",
+        ],
+    )
+    .with_fake_ip(vis, vis_gw)]);
+    assert!(lab.wait_fw(T, |s| s.client(real).is_some_and(|c| c.map
+        == firewall::engine::AddressMap::Mapped {
+            visible_ip: vis,
+            visible_gateway: vis_gw
+        })));
+    for p in [
+        Probe::fetch(ip(WEB), 80, 100_000),
+        Probe::dns_a(IpAddr::V4(DNS1), "example.com", &[ip(WEB)]),
+        Probe::ping(ip(WEB), 100),
+        // The visible gateway is the firewall.
+        Probe::ping(IpAddr::V4(vis_gw), 32),
+    ] {
+        let o = outcome(&lab, "fake", p.clone());
+        assert!(o.is_ok(), "{p:?}: {o:?}");
+    }
+    // The real address's rules apply: port 443 and other hosts are denied.
+    assert!(outcome(&lab, "fake", Probe::fetch(ip(WEB), 443, 1000)).is_admin_prohibited());
+    assert!(outcome(&lab, "fake", Probe::fetch(ip(OTHER), 80, 1000)).is_admin_prohibited());
+    let s = lab.snapshot();
+    let c = s.client(real).expect("the client, by its real address");
+    assert!(c.flows >= 3, "{c:?}");
+    assert_eq!(c.stats.spoofed, 0, "{c:?}");
+    assert_eq!(s.engine.drops_for(Drop::SpoofedIp), 0);
+    // A value that does not parse blocks the client (fail closed) ...
+    lab.write_qubesdb("/mapped-ip/10.137.0.40/visible-ip", b"192.168.7.400")
+        .unwrap();
+    assert!(lab.wait_fw(T, |s| s
+        .client(real)
+        .is_some_and(|c| c.map == firewall::engine::AddressMap::Invalid)));
+    assert!(!outcome(&lab, "fake", Probe::ping(ip(WEB), 32)).is_ok());
+    assert!(lab.snapshot().engine.drops_for(Drop::BadAddressMap) >= 1);
+    // ... until dom0 writes a valid one again.
+    lab.set_fake_ip(real, Some((vis, vis_gw))).unwrap();
+    assert!(lab.wait_fw(T, |s| s.client(real).is_some_and(|c| matches!(
+        c.map,
+        firewall::engine::AddressMap::Mapped { .. }
+    ))));
+    let o = outcome(&lab, "fake", Probe::ping(ip(WEB), 32));
+    assert!(o.is_ok(), "{o:?}");
+    lab.stop().unwrap();
+}

@@ -111,6 +111,31 @@ pub struct ClientConfig {
     pub gateway6: Option<Ipv6Addr>,
 }
 
+/// A client's `net.fake-ip` mapping (QubesDB `/mapped-ip/<real ip>/...`):
+/// the IPv4 address and gateway the client believes it has. The rules,
+/// the flow table and the uplink only ever see the real address
+/// ([`ClientConfig::ip`]); the engine translates at the client's vif.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AddressMap {
+    /// No mapping (no `visible-ip`, or one equal to the real address).
+    #[default]
+    Identity,
+    /// The client sees itself as `visible_ip` behind `visible_gateway`:
+    /// its packets must come from `visible_ip` (rewritten to the real
+    /// address), packets to it go to `visible_ip`, and `visible_gateway`
+    /// is the firewall's own address for it.
+    Mapped {
+        /// `visible-ip`.
+        visible_ip: Ipv4Addr,
+        /// `visible-gateway` (the client's gateway when dom0 wrote none).
+        visible_gateway: Ipv4Addr,
+    },
+    /// dom0 wrote a value that does not parse: fail closed, every frame
+    /// from the client is dropped ([`Drop::BadAddressMap`]) until a valid
+    /// mapping (or none) replaces it.
+    Invalid,
+}
+
 /// Tunables.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -182,9 +207,43 @@ pub struct Reload {
 
 pub(crate) struct Client {
     pub(crate) cfg: ClientConfig,
+    pub(crate) map: AddressMap,
     pub(crate) rules_v4: Arc<RuleSet>,
     pub(crate) rules_v6: Arc<RuleSet>,
     pub(crate) stats: ClientStats,
+}
+
+impl Client {
+    /// The IPv4 address the client believes it has.
+    #[inline]
+    pub(crate) fn visible_ip(&self) -> Ipv4Addr {
+        match self.map {
+            AddressMap::Mapped { visible_ip, .. } => visible_ip,
+            _ => self.cfg.ip,
+        }
+    }
+
+    /// The IPv4 gateway the client believes it has.
+    #[inline]
+    pub(crate) fn visible_gateway(&self) -> Ipv4Addr {
+        match self.map {
+            AddressMap::Mapped {
+                visible_gateway, ..
+            } => visible_gateway,
+            _ => self.cfg.gateway,
+        }
+    }
+
+    /// `a` (a flow's client-side address, real) as the client sees it.
+    #[inline]
+    pub(crate) fn to_visible(&self, a: IpAddr) -> IpAddr {
+        match (self.map, a) {
+            (AddressMap::Mapped { visible_ip, .. }, IpAddr::V4(r)) if r == self.cfg.ip => {
+                IpAddr::V4(visible_ip)
+            }
+            _ => a,
+        }
+    }
 }
 
 pub(crate) struct Uplink {
@@ -318,6 +377,7 @@ impl Engine {
         }
         let client = Client {
             cfg,
+            map: AddressMap::Identity,
             rules_v4: Arc::new(RuleSet::deny_all()),
             rules_v6: Arc::new(RuleSet::deny_all()),
             stats: ClientStats::default(),
@@ -363,6 +423,36 @@ impl Engine {
     /// A client's configuration.
     pub fn client_config(&self, id: ClientId) -> Option<&ClientConfig> {
         Some(&self.client(id)?.cfg)
+    }
+
+    /// Set a client's `net.fake-ip` mapping (see [`AddressMap`]). A
+    /// mapping equal to the real address is [`AddressMap::Identity`]. A
+    /// change cuts the client's flows: they were made with the old
+    /// visible address, which the client no longer has. Returns whether
+    /// anything changed.
+    pub fn set_address_map(&mut self, id: ClientId, map: AddressMap) -> bool {
+        let Some(c) = self.client_mut(id) else {
+            return false;
+        };
+        let map = match map {
+            AddressMap::Mapped { visible_ip, .. } if visible_ip == c.cfg.ip => AddressMap::Identity,
+            m => m,
+        };
+        if c.map == map {
+            return false;
+        }
+        c.map = map;
+        let cut = self.flows.client_flow_count(id);
+        self.flows.remove_client(id);
+        if let Some(c) = self.client_mut(id) {
+            c.stats.flows_cut += cut as u64;
+        }
+        true
+    }
+
+    /// A client's `net.fake-ip` mapping.
+    pub fn address_map(&self, id: ClientId) -> Option<AddressMap> {
+        Some(self.client(id)?.map)
     }
 
     /// A client's counters.

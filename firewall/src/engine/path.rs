@@ -12,7 +12,7 @@ use xen::memory::pool::PagePool;
 
 use super::conntrack::{Dir, FlowKey};
 use super::stats::Drop;
-use super::{arp, csum, icmp, ndp, ClientId, Engine, Iface, Output};
+use super::{arp, csum, icmp, ndp, AddressMap, ClientId, Engine, Iface, Output};
 
 const ETH_HLEN: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -242,6 +242,13 @@ impl Engine {
         let Some(c) = self.client(id) else {
             return Err((Some(frame), Drop::NoClient));
         };
+        // `net.fake-ip`: the addresses the client believes it has (its
+        // real ones when unmapped); a broken mapping blocks it.
+        let map = c.map;
+        if map == AddressMap::Invalid {
+            return Err((Some(frame), Drop::BadAddressMap));
+        }
+        let (vis_ip, vis_gw) = (c.visible_ip(), c.visible_gateway());
         let cfg = c.cfg.clone();
         let mut hdr = Hdr::read(pool, &frame);
         if hdr.n < ETH_HLEN {
@@ -254,7 +261,7 @@ impl Engine {
         let ethertype = hdr.be16(12);
         if ethertype == ETHERTYPE_ARP {
             let reply =
-                arp::respond_client(&hdr.buf[..hdr.n], super::CLIENT_SIDE_MAC, cfg.ip, cfg.mac);
+                arp::respond_client(&hdr.buf[..hdr.n], super::CLIENT_SIDE_MAC, vis_ip, cfg.mac);
             frame.free(pool);
             return match reply {
                 Some(arp::ClientArp::Reply(o)) => {
@@ -271,16 +278,23 @@ impl Engine {
         if ethertype != ETHERTYPE_IPV4 && ethertype != ETHERTYPE_IPV6 {
             return Err((Some(frame), Drop::Unsupported));
         }
-        let p = match classify(&hdr, frame.len()) {
+        let mut p = match classify(&hdr, frame.len()) {
             Ok(p) => p,
             Err(why) => return Err((Some(frame), why)),
         };
         let own = match p.src {
-            IpAddr::V4(a) => a == cfg.ip,
+            IpAddr::V4(a) => a == vis_ip,
             IpAddr::V6(a) => cfg.ip6 == Some(a) || ndp::is_link_local(a),
         };
         if !own {
             return Err((Some(frame), Drop::SpoofedIp));
+        }
+        // A mapped client: from here on (rules, flows, NAT) its packet is
+        // from its real address. The wire still holds the visible one;
+        // the NAT rewrite reads the old address from the packet, so the
+        // checksums go from visible to NAT address in one update.
+        if matches!(map, AddressMap::Mapped { .. }) && p.src.is_ipv4() {
+            p.src = IpAddr::V4(cfg.ip);
         }
         // Neighbour discovery toward the gateway: answer it.
         if p.proto == PROTO_ICMPV6 && matches!(p.icmp_type, Some(133..=137)) {
@@ -303,7 +317,7 @@ impl Engine {
         }
         // To the firewall itself: pings are answered, the rest dropped.
         let to_us = match p.dst {
-            IpAddr::V4(a) => a == cfg.gateway || self.is_uplink_address(p.dst),
+            IpAddr::V4(a) => a == cfg.gateway || a == vis_gw || self.is_uplink_address(p.dst),
             IpAddr::V6(a) => cfg.gateway6 == Some(a) || self.is_uplink_address(p.dst),
         };
         if to_us {
@@ -568,6 +582,7 @@ impl Engine {
         let Some(c) = self.client_mut(owner) else {
             return Err((Some(frame), Drop::NoClient));
         };
+        let cip = c.to_visible(cip);
         if p.ttl <= 1 {
             return Err((Some(frame), Drop::TtlExceeded));
         }
@@ -632,6 +647,7 @@ impl Engine {
         let Some(c) = self.client(owner) else {
             return Err((Some(frame), Drop::NoClient));
         };
+        let cip = c.to_visible(cip);
         let cmac = c.cfg.mac;
         let outer_rw = csum::NatRewrite {
             dst: Some(cip),
@@ -697,7 +713,7 @@ impl Engine {
         let Iface::Client(id) = to else { return };
         let Some(c) = self.client(id) else { return };
         let src = match p.src {
-            IpAddr::V4(_) => IpAddr::V4(c.cfg.gateway),
+            IpAddr::V4(_) => IpAddr::V4(c.visible_gateway()),
             IpAddr::V6(_) => match c.cfg.gateway6 {
                 Some(g) => IpAddr::V6(g),
                 None => return,

@@ -61,11 +61,14 @@ pub enum Drop {
     PoolExhausted,
     /// The client is not (or no longer) attached.
     NoClient,
+    /// The client's `net.fake-ip` mapping (`/mapped-ip`) is invalid: its
+    /// traffic is blocked until dom0 writes a valid one (fail closed).
+    BadAddressMap,
 }
 
 impl Drop {
     /// Number of reasons.
-    pub const COUNT: usize = Drop::NoClient as usize + 1;
+    pub const COUNT: usize = Drop::BadAddressMap as usize + 1;
 
     /// All reasons, in order.
     pub const ALL: [Drop; Drop::COUNT] = [
@@ -91,6 +94,7 @@ impl Drop {
         Drop::QueueFull,
         Drop::PoolExhausted,
         Drop::NoClient,
+        Drop::BadAddressMap,
     ];
 
     /// A short name for logs and tables.
@@ -118,6 +122,7 @@ impl Drop {
             Drop::QueueFull => "queue-full",
             Drop::PoolExhausted => "pool-exhausted",
             Drop::NoClient => "no-client",
+            Drop::BadAddressMap => "bad-address-map",
         }
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use xen::abi::DomId;
 use xen::sim::{SimDomain, SimHost};
 
-use crate::engine::{ClientStats, EngineStats};
+use crate::engine::{AddressMap, ClientStats, EngineStats};
 use crate::platform::{Firewall, FirewallConfig, Stop, Tap};
 use crate::qrexec::QrexecStats;
 
@@ -24,6 +24,8 @@ pub struct ClientRow {
     pub stats: ClientStats,
     /// Its flows in the table (NAT entries).
     pub flows: usize,
+    /// Its `net.fake-ip` mapping.
+    pub map: AddressMap,
 }
 
 /// The firewall's state, copied out of its thread.
@@ -82,6 +84,7 @@ fn snapshot<P: xen::Platform + Clone>(fw: &Firewall<P>, started: bool) -> Snapsh
                 ip,
                 stats: e.client_stats(id).unwrap_or_default(),
                 flows: e.client_flows(id),
+                map: e.address_map(id).unwrap_or_default(),
             })
             .collect(),
         engine: e.stats().clone(),

@@ -62,6 +62,10 @@ pub struct ClientSpec {
     pub ipv6: bool,
     /// Its rule lines (policy `drop`, as dom0 always writes).
     pub rules: Vec<String>,
+    /// Qubes' `net.fake-ip`: the address and gateway the client is told
+    /// it has (`/mapped-ip/<ip>/visible-ip` and `visible-gateway` in the
+    /// firewall's QubesDB); its rules stay keyed by `ip`.
+    pub fake_ip: Option<(Ipv4Addr, Ipv4Addr)>,
 }
 
 impl ClientSpec {
@@ -72,7 +76,15 @@ impl ClientSpec {
             ip: Ipv4Addr::new(10, 137, 0, n),
             ipv6: true,
             rules: rules.iter().map(|s| s.to_string()).collect(),
+            fake_ip: None,
         }
+    }
+
+    /// The same client, told it is `visible_ip` behind `visible_gateway`
+    /// (`net.fake-ip` and `net.fake-gateway`).
+    pub fn with_fake_ip(mut self, visible_ip: Ipv4Addr, visible_gateway: Ipv4Addr) -> ClientSpec {
+        self.fake_ip = Some((visible_ip, visible_gateway));
+        self
     }
 }
 
@@ -217,6 +229,10 @@ impl Lab {
                 .collect();
             d.set_connected_ips(&v4, &v6).map_err(e("qdb"))?;
             for c in &clients {
+                if let Some((vis, gw)) = c.fake_ip {
+                    d.set_mapped_ip(c.ip, Some(vis), Some(gw))
+                        .map_err(e("qdb"))?;
+                }
                 let lines = rule_refs(&c.rules);
                 d.set_client_rules(IpAddr::V4(c.ip), "drop", &lines)
                     .map_err(e("qdb"))?;
@@ -260,6 +276,12 @@ impl Lab {
     /// Start one client AppVM and attach it to the firewall.
     pub fn start_client(&mut self, spec: ClientSpec) -> Result<(), String> {
         let mut vc = AppVmConfig::qubes(&spec.name, spec.ip.octets());
+        if let Some((vis, gw)) = spec.fake_ip {
+            // What dom0 tells a net.fake-ip client: its /qubes-ip and
+            // /qubes-gateway are the visible ones.
+            vc.ipv4 = Ipv4Cidr::new(vis, 24);
+            vc.gateway = gw;
+        }
         vc.features = self.cfg.client_features;
         if spec.ipv6 {
             vc.ipv6 = Some((Ipv6Cidr::new(client_ip6(spec.ip), 64), FW_CLIENT_IP6));
@@ -317,6 +339,28 @@ impl Lab {
                 }
                 Ok(())
             })
+            .ok_or("no QubesDB for the firewall")?
+    }
+
+    /// Write (`Some`) or remove (`None`) a client's `net.fake-ip` keys
+    /// (`/mapped-ip/<ip>/visible-ip` and `visible-gateway`), as dom0 does.
+    pub fn set_fake_ip(
+        &self,
+        ip: Ipv4Addr,
+        fake: Option<(Ipv4Addr, Ipv4Addr)>,
+    ) -> Result<(), String> {
+        self.qdb
+            .with_db(self.fw_dom, |d| {
+                d.set_mapped_ip(ip, fake.map(|f| f.0), fake.map(|f| f.1))
+                    .map_err(e("qdb"))
+            })
+            .ok_or("no QubesDB for the firewall")?
+    }
+
+    /// Write any key of the firewall's QubesDB (malformed values for tests).
+    pub fn write_qubesdb(&self, key: &str, value: &[u8]) -> Result<(), String> {
+        self.qdb
+            .with_db(self.fw_dom, |d| d.write(key, value).map_err(e("qdb")))
             .ok_or("no QubesDB for the firewall")?
     }
 

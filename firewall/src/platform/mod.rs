@@ -50,7 +50,7 @@ use xen::store::Xenstore;
 use xen::Platform;
 
 use crate::engine::{
-    ClientConfig, ClientId, Engine, EngineConfig, Family, Iface, Output, UplinkConfig,
+    AddressMap, ClientConfig, ClientId, Engine, EngineConfig, Family, Iface, Output, UplinkConfig,
 };
 use crate::kernelopts::{KernelOpts, NetOverride};
 use crate::qrexec::{Qrexec, QrexecConfig};
@@ -748,12 +748,50 @@ impl<P: Platform + Clone> Firewall<P> {
                     vif.domid,
                     vif.devid
                 );
+                self.apply_address_map(id, ip);
                 self.load_rules(IpAddr::V4(ip));
                 if let Some(v6) = ip6 {
                     self.load_rules(IpAddr::V6(v6));
                 }
             }
             Err(e) => log::warn!("client dom{}: {e}; ignored", vif.domid),
+        }
+    }
+
+    /// Give every attached client its `net.fake-ip` mapping from
+    /// QubesDB (`/mapped-ip/...` changed).
+    fn apply_address_maps(&mut self) {
+        for i in 0..self.attached.len() {
+            let (id, ip) = (self.attached[i].id, self.attached[i].ip);
+            self.apply_address_map(id, ip);
+        }
+    }
+
+    /// Give one client its `net.fake-ip` mapping: `/mapped-ip/<ip>/...`.
+    /// A value that does not parse blocks the client (fail closed) until
+    /// dom0 writes a valid one or removes it.
+    fn apply_address_map(&mut self, id: ClientId, ip: Ipv4Addr) {
+        let list = self.qdb_client().map(|c| c.client_list());
+        let gateway = self
+            .engine
+            .client_config(id)
+            .map_or(Ipv4Addr::UNSPECIFIED, |c| c.gateway);
+        let map = list.map_or(AddressMap::Identity, |l| address_map(&l, ip, gateway));
+        if !self.engine.set_address_map(id, map) {
+            return;
+        }
+        match map {
+            AddressMap::Identity => log::info!("client {ip}: no address mapping (net.fake-ip)"),
+            AddressMap::Mapped {
+                visible_ip,
+                visible_gateway,
+            } => log::info!(
+                "client {ip}: seen by itself as {visible_ip}, gateway {visible_gateway} (net.fake-ip)"
+            ),
+            AddressMap::Invalid => log::error!(
+                "client {ip}: /mapped-ip/{ip}/: {}; all its traffic blocked until fixed",
+                qubesdb::InvalidMapping
+            ),
         }
     }
 
@@ -815,7 +853,7 @@ impl<P: Platform + Clone> Firewall<P> {
                 QdbEvent::RulesCommitted { client } | QdbEvent::ClientRemoved { client } => {
                     self.load_rules(client)
                 }
-                QdbEvent::ClientsChanged => {}
+                QdbEvent::ClientsChanged => self.apply_address_maps(),
                 QdbEvent::WriteFailed { path } => log::warn!("QubesDB: write of {path} failed"),
                 QdbEvent::Rejected(e) => log::warn!("QubesDB: {e}"),
                 QdbEvent::Watch(_) => {}
@@ -888,6 +926,24 @@ impl<P: Platform + Clone> Firewall<P> {
     }
 }
 
+/// The `net.fake-ip` mapping QubesDB gives the client whose real address
+/// is `real` and whose gateway is otherwise `gateway`: none without a
+/// `visible-ip` or with one equal to `real`; `visible-gateway` defaults to
+/// `gateway`; a value that does not parse is [`AddressMap::Invalid`].
+pub fn address_map(list: &qubesdb::ClientList, real: Ipv4Addr, gateway: Ipv4Addr) -> AddressMap {
+    match list.mapping(real) {
+        Err(qubesdb::InvalidMapping) => AddressMap::Invalid,
+        Ok(None) => AddressMap::Identity,
+        Ok(Some(m)) => match m.visible_ip {
+            Some(visible_ip) if visible_ip != real => AddressMap::Mapped {
+                visible_ip,
+                visible_gateway: m.visible_gateway.unwrap_or(gateway),
+            },
+            _ => AddressMap::Identity,
+        },
+    }
+}
+
 /// Say which shutdown requests we handle (Qubes' libxl refuses the others
 /// up front) and watch for them. Failures are logged, not fatal: the
 /// firewall forwards all the same, only `qvm-shutdown` would not be clean.
@@ -939,6 +995,56 @@ mod tests {
         assert_eq!(Stop::Poweroff.shutdown_reason(), Some(0));
         assert_eq!(Stop::Reboot.shutdown_reason(), Some(1));
         assert_eq!(Stop::Caller.shutdown_reason(), None);
+    }
+
+    #[test]
+    fn address_maps_from_qubesdb() {
+        let real = Ipv4Addr::new(10, 137, 0, 5);
+        let gw = Ipv4Addr::new(10, 137, 0, 1);
+        let map = |entries: &[(&str, &str)]| {
+            let mut db = qubesdb::db::Db::new();
+            for (k, v) in entries {
+                db.write(k, v.as_bytes()).unwrap();
+            }
+            address_map(&qubesdb::ClientList::from_db(&db), real, gw)
+        };
+        const IP: &str = "/mapped-ip/10.137.0.5/visible-ip";
+        const GW: &str = "/mapped-ip/10.137.0.5/visible-gateway";
+        assert_eq!(map(&[]), AddressMap::Identity);
+        assert_eq!(
+            map(&[(IP, "10.137.0.5"), (GW, "10.137.0.1")]),
+            AddressMap::Identity
+        );
+        assert_eq!(map(&[(GW, "192.168.1.1")]), AddressMap::Identity);
+        assert_eq!(
+            map(&[(IP, "192.168.1.5"), (GW, "192.168.1.1")]),
+            AddressMap::Mapped {
+                visible_ip: Ipv4Addr::new(192, 168, 1, 5),
+                visible_gateway: Ipv4Addr::new(192, 168, 1, 1),
+            }
+        );
+        assert_eq!(
+            map(&[(IP, "192.168.1.5")]),
+            AddressMap::Mapped {
+                visible_ip: Ipv4Addr::new(192, 168, 1, 5),
+                visible_gateway: gw,
+            }
+        );
+        // Another client's mapping is not ours.
+        assert_eq!(
+            map(&[("/mapped-ip/10.137.0.6/visible-ip", "192.168.1.6")]),
+            AddressMap::Identity
+        );
+        for bad in [
+            &[(IP, "192.168.1.256"), (GW, "192.168.1.1")][..],
+            &[(IP, "192.168.1.5"), (GW, "gateway")],
+            &[(IP, "")],
+            &[(IP, "fd09::5")],
+            &[(IP, "192.168.1.5 ")],
+            &[(GW, "1.2.3")],
+        ] {
+            assert_eq!(map(bad), AddressMap::Invalid, "{bad:?}");
+        }
     }
 
     #[test]
