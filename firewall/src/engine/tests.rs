@@ -318,6 +318,31 @@ fn open_tcp(b: &mut Bed, sport: u16) -> u16 {
     u16::from_be_bytes([f[h.l4_offset], f[h.l4_offset + 1]])
 }
 
+/// An ICMPv4 port unreachable from a router on the internet (203.0.113.1)
+/// to the firewall's uplink address, quoting `quote` (IP header + 8 bytes of
+/// a packet the firewall sent), with valid checksums.
+fn port_unreachable_from_router(quote: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + quote.len()];
+    f[0..6].copy_from_slice(&FW_UP_MAC);
+    f[6..12].copy_from_slice(&GW_MAC);
+    f[12..14].copy_from_slice(&[0x08, 0]);
+    let tot = (20 + 8 + quote.len()) as u16;
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&tot.to_be_bytes());
+    f[22] = 64;
+    f[23] = 1;
+    f[26..30].copy_from_slice(&[203, 0, 113, 1]);
+    f[30..34].copy_from_slice(&UP_IP.octets());
+    let c = finish(0, &f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f[34] = 3;
+    f[35] = 3;
+    f[42..].copy_from_slice(quote);
+    let c = finish(0, &f[34..]);
+    f[36..38].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
 #[test]
 fn client_arp_for_gateway_is_answered_with_our_mac() {
     let mut b = Bed::new(ALLOW_ALL);
@@ -659,24 +684,7 @@ fn icmp_errors_reach_the_flows_client_translated() {
     );
     // An ICMP port unreachable from a router, quoting it.
     let quote = &sent[14..14 + 28];
-    let mut f = vec![0u8; 14 + 20 + 8 + quote.len()];
-    f[0..6].copy_from_slice(&FW_UP_MAC);
-    f[6..12].copy_from_slice(&GW_MAC);
-    f[12..14].copy_from_slice(&[0x08, 0]);
-    let tot = (20 + 8 + quote.len()) as u16;
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&tot.to_be_bytes());
-    f[22] = 64;
-    f[23] = 1;
-    f[26..30].copy_from_slice(&[203, 0, 113, 1]);
-    f[30..34].copy_from_slice(&UP_IP.octets());
-    let c = finish(0, &f[14..34]);
-    f[24..26].copy_from_slice(&c.to_be_bytes());
-    f[34] = 3;
-    f[35] = 3;
-    f[42..].copy_from_slice(quote);
-    let c = finish(0, &f[34..]);
-    f[36..38].copy_from_slice(&c.to_be_bytes());
+    let f = port_unreachable_from_router(quote);
     let out = b.send(Iface::Uplink, &f);
     assert_eq!(out.len(), 1, "{:?}", b.e.stats());
     let (to, g) = &out[0];
