@@ -45,7 +45,22 @@ dnsmasq --no-resolv --no-hosts --bind-interfaces --listen-address="$DNS1,$DNS2" 
 # 0.5 s later, which under host load it did)
 socat -t 10 TCP-LISTEN:$ECHO_PORT,bind=$INET_HOST,fork,reuseaddr SYSTEM:'read l; echo "echo $l from $SOCAT_PEERADDR"' &
 PIDS+=($!)
-iperf3 -s -D -B "$INET_HOST" --pidfile /run/xt-iperf3.pid --logfile "$XT_OUT/iperf3.log"
+# iperf3_server: (re)start dom0's iperf3 server. It serves one client at a time; a client whose
+# domain died mid-test would hold it (and its --rcv-timeout) for minutes, so it is restarted
+# after the Linux reference, where domains triple-fault (a clean-clone run lost client1's
+# iperf3 checks that way), and bounded by send and receive timeouts.
+iperf3_server() {
+  local p i
+  if [ -f /run/xt-iperf3.pid ]; then
+    p=$(cat /run/xt-iperf3.pid); kill "$p" 2>/dev/null
+    for i in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null; rm -f /run/xt-iperf3.pid
+  fi
+  echo "---- iperf3 server (re)started at +$(xt_now)s" >> "$XT_OUT/iperf3.log"
+  iperf3 -s -D -B "$INET_HOST" --rcv-timeout 20000 --snd-timeout 20000 \
+    --pidfile /run/xt-iperf3.pid --logfile "$XT_OUT/iperf3.log"
+}
+iperf3_server
 tcpdump -i xenbr0 -n -U -s 256 -w "$XT_OUT/uplink.pcap" >/dev/null 2>&1 &
 PIDS+=($!)
 # the servers answer locally (a few tries: socat needs a moment to listen under host load)
@@ -118,6 +133,7 @@ done
 # its failure is reported (INFO) but does not fail the scenario.
 [ "$LIN_RESULT" = OK ] || LIN_RESULT=INFO
 xt_result linux-router-iperf "$LIN_RESULT" "$LIN_DETAIL"
+iperf3_server   # a fresh server for client1, whatever the reference left behind
 
 # ------------------------------------------------------------------ the firewall
 # Created paused, as Qubes does: its QubesDB vchan must exist before it runs.
