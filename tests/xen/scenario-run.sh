@@ -217,7 +217,7 @@ if create_linux client1 /mnt/share/client1.cfg; then
     l=$(round_line $r "$want $INET_HOST:$ECHO_PORT$more")
     p=$(round_line $r "ping-ok $INET_HOST")
     if [ -n "$l" ] && [ -n "$p" ]; then ok "$name-probe" "round $r: $l; $p"
-    else fail "$name-probe" "round $r: wanted $want and ping-ok: $(round_line $r "tcp-"); $(round_line $r "ping-")"; fi
+    else fail "$name-probe" "round $r: wanted $want and ping-ok: $(round_line $r "tcp-[A-Za-z]* $INET_HOST"); $(round_line $r "ping-[A-Za-z]* $INET_HOST")"; fi
   }
   # refused, not just dropped: the firewall's ICMP admin-prohibited makes it "No route to host"
   rules_phase rules-deny-tcp $Q/fw-rules2.qdb 2 tcp-FAIL ' .*No route to host'
