@@ -192,12 +192,7 @@ fn frames_both_ways_single_and_multi_slot() {
     assert_eq!(s.stats.rx_dropped, Default::default());
     assert_eq!(s.stats.tx_dropped, Default::default());
     assert_eq!(h.warnings(), Vec::<String>::new());
-    // The backend lets go first: every grant and page comes back.
-    b.close();
-    h.wait_down();
-    let r = h.stop();
-    assert_eq!(r.pool_available, POOL_PAGES);
-    assert_eq!(r.grants_free, r.grants_free_initially);
+    h.close_and_check_all_returned(&mut b);
 }
 
 #[test]
@@ -515,9 +510,5 @@ fn tx_first_slot_answered_before_the_rest_as_linux_netback_does() {
     });
     assert_eq!(s.stats.tx_dropped, Default::default());
     assert_eq!(h.warnings(), Vec::<String>::new());
-    b.close();
-    h.wait_down();
-    let r = h.stop();
-    assert_eq!(r.pool_available, POOL_PAGES);
-    assert_eq!(r.grants_free, r.grants_free_initially);
+    h.close_and_check_all_returned(&mut b);
 }

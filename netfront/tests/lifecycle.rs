@@ -105,11 +105,7 @@ fn backend_domain_destroyed_and_replaced() {
     assert_eq!((s.devid, s.backend_id), (Some(0), Some(b3.id)));
     traffic(&h, &mut b3, 3);
     assert_eq!(h.warnings(), Vec::<String>::new());
-    b3.close();
-    h.wait_down();
-    let r = h.stop();
-    assert_eq!(r.pool_available, POOL_PAGES);
-    assert_eq!(r.grants_free, r.grants_free_initially);
+    h.close_and_check_all_returned(&mut b3);
 }
 
 #[test]

@@ -320,6 +320,20 @@ impl Harness {
         let j = self.join.take().expect("running");
         j.join().expect("firewall thread panicked")
     }
+
+    /// The backend lets go first (Closing, Closed); then netfront's link
+    /// goes down, it stops, and every pool page and grant has come back.
+    pub fn close_and_check_all_returned(&mut self, b: &mut Backend) -> FrontReport {
+        b.close();
+        self.wait_down();
+        let r = self.stop();
+        assert_eq!(r.pool_available, POOL_PAGES, "pool pages not returned");
+        assert_eq!(
+            r.grants_free, r.grants_free_initially,
+            "grants not returned"
+        );
+        r
+    }
 }
 
 impl Drop for Harness {
