@@ -98,42 +98,7 @@ fn tcp_and_udp_are_rewritten_both_ways_with_valid_checksums() {
 #[test]
 fn partial_checksums_from_the_visible_address_complete_correctly() {
     let mut b = mapped(ALLOW_ALL);
-    let payload = [9u8; 200];
-    let mut f = l4_frame(
-        VM_MAC,
-        CLIENT_SIDE_MAC,
-        v4(VIS_IP),
-        v4(NET),
-        17,
-        5000,
-        9999,
-        0,
-        &payload,
-    );
-    let h = parse_bytes(&f).unwrap();
-    let ps = pseudo_v4(&VIS_IP.octets(), &NET.octets(), 17, h.l4_len() as u16);
-    let partial = xen::frame::offload::fold(ps);
-    f[h.l4_offset + 6..h.l4_offset + 8].copy_from_slice(&partial.to_be_bytes());
-    let out = b.send_frame(Iface::Client(b.vm), &f, Checksum::Partial);
-    assert_eq!(out.len(), 1);
-    let mut g = out[0].1.clone();
-    let h = parse_bytes(&g).unwrap();
-    let want = xen::frame::offload::fold(pseudo_v4(
-        &UP_IP.octets(),
-        &NET.octets(),
-        17,
-        h.l4_len() as u16,
-    ));
-    assert_eq!(
-        u16::from_be_bytes([g[h.l4_offset + 6], g[h.l4_offset + 7]]),
-        want,
-        "the pseudo-header sum of the NAT address"
-    );
-    g[h.l4_offset + 6..h.l4_offset + 8].copy_from_slice(&[0, 0]);
-    let ps = pseudo_v4(&UP_IP.octets(), &NET.octets(), 17, h.l4_len() as u16);
-    let c = finish(ps, &g[h.l4_offset..h.l4_end]);
-    g[h.l4_offset + 6..h.l4_offset + 8].copy_from_slice(&c.to_be_bytes());
-    assert_checksums(&g);
+    partial_udp_checksum_round_trip(&mut b, VIS_IP, &[9u8; 200]);
 }
 
 #[test]
@@ -365,10 +330,7 @@ fn gso_super_packets_from_the_visible_address_segment_with_valid_checksums() {
         0x18,
         &payload,
     );
-    let h = parse_bytes(&g).unwrap();
-    let ps = pseudo_v4(&VIS_IP.octets(), &NET.octets(), 6, h.l4_len() as u16);
-    let partial = xen::frame::offload::fold(ps);
-    g[h.l4_offset + 16..h.l4_offset + 18].copy_from_slice(&partial.to_be_bytes());
+    make_partial_v4(&mut g, VIS_IP, NET, 6, 16);
     let mut f = Frame::from_bytes(&mut b.pool, &g).unwrap();
     f.csum = Checksum::Partial;
     f.gso = Some(xen::frame::Gso {
